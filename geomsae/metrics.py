@@ -1,0 +1,408 @@
+"""The metrics of SPEC §3, one definition each, as pure functions.
+
+Inputs are torch tensors (numpy arrays are accepted and converted with
+``torch.as_tensor``); scalar metrics return python floats, vector results return tensors.
+Sums are taken in float64. Any NaN/Inf input raises ``ValueError`` naming the argument;
+mismatched shapes raise ``ValueError`` naming both shapes.
+
+Conventions shared by every function here:
+
+- ``x``, ``x_hat``: (N, d_in) activations and reconstructions (leading dims beyond one
+  are flattened into the token dim N).
+- ``codes``: (N, d_sae). A latent *fires* on a token when its code is nonzero; for SAE
+  codes (non-negative) this is SPEC's z_j > 0, and it makes ``l0(codes) ==
+  firing_counts(codes).sum() / N`` an identity.
+- Dictionaries ``D_true`` (d_in, n_true) and ``D_learned`` (d_in, n_learned) hold atoms
+  as COLUMNS (the D of SPEC §1, an SAE's ``W_dec``); columns are normalised here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+__all__ = [
+    "fvu", "explained_variance", "fvu_per_token_mean", "FVUAccumulator",
+    "l0", "firing_counts", "FiringTracker", "dead_fraction", "dense_fraction",
+    "firing_histogram", "l2_ratio", "relative_reconstruction_bias",
+    "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mcc", "support_prf",
+    "Match",
+]
+
+
+# --------------------------------------------------------------------------- helpers
+def _tensor(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
+    """Convert to a tensor (float64 unless ``dtype`` is None) and reject NaN/Inf."""
+    t = a.detach() if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
+    if dtype is not None:
+        t = t.to(dtype)
+    if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return t
+
+
+def _tokens(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
+    """(..., d) -> (N, d) float tensor; 1-D input is one token."""
+    t = _tensor(a, name, dtype=dtype)
+    if t.dim() == 0:
+        raise ValueError(f"{name} must have shape (N, d), got a scalar")
+    return t.reshape(-1, t.shape[-1]) if t.dim() != 1 else t.reshape(1, -1)
+
+
+def _pair(x: Any, x_hat: Any) -> tuple[Tensor, Tensor]:
+    xs, xh = _tensor(x, "x"), _tensor(x_hat, "x_hat")
+    if xs.shape != xh.shape:
+        raise ValueError(f"x has shape {tuple(xs.shape)} but x_hat has shape {tuple(xh.shape)}")
+    return _tokens(xs, "x"), _tokens(xh, "x_hat")
+
+
+# --------------------------------------------------------------------------- FVU
+def fvu(x: Any, x_hat: Any) -> float:
+    """Fraction of variance unexplained over the whole set (SPEC §3).
+
+    FVU = Σ_i ‖x_i − x̂_i‖² / Σ_i ‖x_i − x̄‖²,  x̄ = (1/N) Σ_i x_i  (mean over tokens).
+
+    :param x: (N, d_in) activations.
+    :param x_hat: (N, d_in) reconstructions.
+    :returns: FVU as a float (0 is perfect; 1 is as good as predicting x̄).
+    :raises ValueError: on NaN/Inf, shape mismatch, or zero total variance (FVU undefined).
+    """
+    acc = FVUAccumulator()
+    acc.update(x, x_hat)
+    return acc.value()
+
+
+def explained_variance(x: Any, x_hat: Any) -> float:
+    """1 − :func:`fvu`; shapes as there."""
+    return 1.0 - fvu(x, x_hat)
+
+
+def fvu_per_token_mean(x: Any, x_hat: Any) -> float:
+    """WRONG definition, kept only so tests can exhibit the trap: do not report it.
+
+    mean_i ‖x_i − x̂_i‖² / ‖x_i − x̄‖² — a mean of per-token ratios (x̄ the set mean).
+    Tokens that lie near x̄ get huge weight, so it can differ arbitrarily from
+    :func:`fvu`; it is inf when some x_i == x̄ exactly.
+
+    :param x: (N, d_in); :param x_hat: (N, d_in).
+    """
+    xs, xh = _pair(x, x_hat)
+    err = (xs - xh).pow(2).sum(-1)  # (N,)
+    var = (xs - xs.mean(0)).pow(2).sum(-1)  # (N,)
+    return float((err / var).mean())
+
+
+class FVUAccumulator:
+    """Streaming FVU over batches, equal (up to float64 rounding) to :func:`fvu` on the
+    concatenation of all batches.
+
+    Keeps in float64 the token count N, the running mean x̄ (d_in,), the centred sum of
+    squares M2 = Σ‖x_i − x̄‖² and Σ‖x_i − x̂_i‖². Batches are merged with Chan et al.'s
+    rule M2 = M2_a + M2_b + ‖x̄_a − x̄_b‖² N_a N_b / (N_a + N_b), which is the identity
+    Σ‖x − x̄‖² = Σ‖x‖² − N‖x̄‖² rearranged so that it does not cancel catastrophically when
+    ‖x̄‖ ≫ the spread (LM residual streams have large means).
+    """
+
+    def __init__(self) -> None:
+        self.n_tokens = 0
+        self._mean: Tensor | None = None  # (d_in,) float64
+        self._m2 = 0.0
+        self._err = 0.0
+
+    def update(self, x: Any, x_hat: Any) -> None:
+        """Add a batch: x, x_hat (B, d_in)."""
+        xs, xh = _pair(x, x_hat)
+        b = xs.shape[0]
+        if b == 0:
+            return
+        if self._mean is not None and self._mean.shape[0] != xs.shape[1]:
+            raise ValueError(f"batch has d_in={xs.shape[1]}, earlier batches had d_in={self._mean.shape[0]}")
+        mean_b = xs.mean(0)
+        m2_b = float((xs - mean_b).pow(2).sum())
+        self._err += float((xs - xh).pow(2).sum())
+        if self._mean is None:
+            self._mean, self._m2, self.n_tokens = mean_b, m2_b, b
+            return
+        mean_b = mean_b.to(self._mean.device)
+        n_a, n = self.n_tokens, self.n_tokens + b
+        delta = mean_b - self._mean
+        self._m2 += m2_b + float(delta.pow(2).sum()) * n_a * b / n
+        self._mean = self._mean + delta * (b / n)
+        self.n_tokens = n
+
+    def value(self) -> float:
+        """Aggregate FVU of everything seen so far."""
+        if self.n_tokens == 0:
+            raise ValueError("FVUAccumulator.value() called before any update (N == 0)")
+        if self._m2 <= 0.0:
+            raise ValueError(f"x has zero variance over the N={self.n_tokens} tokens seen; FVU is undefined")
+        return self._err / self._m2
+
+    def explained_variance(self) -> float:
+        """1 − :meth:`value`."""
+        return 1.0 - self.value()
+
+
+# --------------------------------------------------------------------------- firing
+def l0(codes: Any) -> float:
+    """Mean number of nonzero latents per token. codes: (N, d_sae)."""
+    c = _tokens(codes, "codes", dtype=None)
+    if c.shape[0] == 0:
+        raise ValueError("codes has no tokens (N == 0)")
+    return float((c != 0).sum(dtype=torch.float64) / c.shape[0])
+
+
+def firing_counts(codes: Any) -> Tensor:
+    """Number of tokens on which each latent fires (code nonzero).
+
+    :param codes: (N, d_sae).
+    :returns: (d_sae,) int64 tensor, on the device of ``codes``.
+    """
+    return (_tokens(codes, "codes", dtype=None) != 0).sum(0, dtype=torch.int64)
+
+
+def dead_fraction(counts: Any) -> float:
+    """Share of latents with zero firings. counts: (d_sae,) firing counts (or frequencies)."""
+    c = _tensor(counts, "counts").reshape(-1)
+    if c.numel() == 0:
+        raise ValueError("counts is empty")
+    return float((c == 0).double().mean())
+
+
+def dense_fraction(freqs: Any, threshold: float = 0.1) -> float:
+    """Share of latents with firing frequency > ``threshold`` (SPEC: 0.1 and 0.01).
+
+    :param freqs: (d_sae,) firing frequencies in [0, 1] (counts / N).
+    """
+    f = _tensor(freqs, "freqs").reshape(-1)
+    if f.numel() == 0:
+        raise ValueError("freqs is empty")
+    return float((f > threshold).double().mean())
+
+
+def firing_histogram(freqs: Any, bins: int = 50, lo: float = -8.0) -> tuple[Tensor, Tensor]:
+    """Histogram of log10 firing frequency, with dead latents in their own first bin.
+
+    :param freqs: (d_sae,) firing frequencies in [0, 1].
+    :param bins: number of log-spaced bins over [lo, 0].
+    :param lo: log10 of the smallest frequency binned; alive latents rarer than 10**lo are
+        clipped into the first finite bin.
+    :returns: ``(hist, edges)``: ``hist`` (bins + 1,) int64 and ``edges`` (bins + 2,)
+        float64 with ``edges[0] = -inf``. ``hist[0]`` counts the dead latents (freq == 0,
+        log10 = −inf) and ``hist[i]`` for i ≥ 1 counts alive latents with
+        log10(freq) in [edges[i], edges[i+1]) (the last bin includes 0, i.e. freq == 1).
+        Plot ``hist[1:]`` against ``edges[1:]``; report ``hist[0]`` as the dead count.
+    """
+    if bins < 1:
+        raise ValueError(f"bins == {bins}, must be >= 1")
+    if not lo < 0:
+        raise ValueError(f"lo == {lo}, must be < 0 (log10 of a frequency)")
+    f = _tensor(freqs, "freqs").reshape(-1).cpu()
+    if bool((f < 0).any()) or bool((f > 1).any()):
+        raise ValueError("freqs must lie in [0, 1] (firing frequencies, not counts)")
+    alive = f[f > 0]
+    width = -lo / bins
+    idx = ((alive.log10() - lo) / width).floor().long().clamp_(0, bins - 1)
+    hist = torch.zeros(bins + 1, dtype=torch.int64)
+    hist[0] = int((f == 0).sum())
+    hist[1:] = torch.bincount(idx, minlength=bins)
+    edges = torch.cat([torch.tensor([-math.inf], dtype=torch.float64),
+                       torch.linspace(lo, 0.0, bins + 1, dtype=torch.float64)])
+    return hist, edges
+
+
+class FiringTracker:
+    """Accumulates firing counts over streamed code batches and reports dead fractions at
+    several token counts (SPEC §3: dead = never fired in the first N tokens).
+
+    It records, for each latent, the global index of the first token on which it fired,
+    so ``dead_fraction(N)`` is exact for any N ≤ tokens seen, even when N falls inside a
+    batch. Windows larger than the number of tokens seen are not reported.
+
+    :param d_sae: number of latents.
+    :param windows: token counts N at which :meth:`dead_fractions` reports.
+    """
+
+    def __init__(self, d_sae: int, windows: Sequence[int] = (10_000, 100_000, 1_000_000, 10_000_000)):
+        if d_sae < 1:
+            raise ValueError(f"d_sae == {d_sae}, must be >= 1")
+        if any(int(w) < 1 for w in windows):
+            raise ValueError(f"windows == {tuple(windows)}, each must be >= 1")
+        self.d_sae = int(d_sae)
+        self.windows = tuple(sorted(int(w) for w in windows))
+        self.n_tokens = 0
+        self.counts = torch.zeros(self.d_sae, dtype=torch.int64)  # (d_sae,)
+        self.first_fire = torch.full((self.d_sae,), -1, dtype=torch.int64)  # (d_sae,) -1 = never
+
+    def update(self, codes: Any) -> None:
+        """Add a batch of codes (B, d_sae)."""
+        c = _tokens(codes, "codes", dtype=None)
+        if c.shape[1] != self.d_sae:
+            raise ValueError(f"codes has shape {tuple(c.shape)}, expected (B, d_sae={self.d_sae})")
+        fired = c != 0  # (B, d_sae)
+        any_fired = fired.any(0).cpu()
+        first = fired.to(torch.uint8).argmax(0).cpu()  # first True row (argmax returns the first max)
+        new = any_fired & (self.first_fire < 0)
+        self.first_fire[new] = first[new] + self.n_tokens
+        self.counts += fired.sum(0, dtype=torch.int64).cpu()
+        self.n_tokens += c.shape[0]
+
+    def dead_fraction(self, n: int | None = None) -> float:
+        """Share of latents that did not fire in the first ``n`` tokens (default: all seen)."""
+        if self.n_tokens == 0:
+            raise ValueError("FiringTracker has seen no tokens")
+        n = self.n_tokens if n is None else int(n)
+        if not 1 <= n <= self.n_tokens:
+            raise ValueError(f"n == {n}, must be in [1, tokens seen={self.n_tokens}]")
+        alive = (self.first_fire >= 0) & (self.first_fire < n)
+        return float(1.0 - alive.double().mean())
+
+    def dead_fractions(self) -> dict[int, float]:
+        """{N: dead fraction in the first N tokens} for each window N ≤ tokens seen, plus
+        the total under the key N = tokens seen."""
+        out = {w: self.dead_fraction(w) for w in self.windows if w <= self.n_tokens}
+        out[self.n_tokens] = self.dead_fraction()
+        return out
+
+    def firing_frequencies(self) -> Tensor:
+        """(d_sae,) float64 counts / tokens seen."""
+        if self.n_tokens == 0:
+            raise ValueError("FiringTracker has seen no tokens")
+        return self.counts.double() / self.n_tokens
+
+
+# --------------------------------------------------------------------------- shrinkage
+def l2_ratio(x: Any, x_hat: Any) -> float:
+    """mean_i ‖x̂_i‖ / ‖x_i‖ (< 1 indicates shrinkage). x, x_hat: (N, d_in); no ‖x_i‖ = 0."""
+    xs, xh = _pair(x, x_hat)
+    nx = xs.norm(dim=-1)
+    if bool((nx == 0).any()):
+        raise ValueError(f"x has {int((nx == 0).sum())} zero-norm rows; the l2 ratio is undefined there")
+    return float((xh.norm(dim=-1) / nx).mean())
+
+
+def relative_reconstruction_bias(x: Any, x_hat: Any) -> float:
+    """γ* = argmin_γ Σ_i ‖γ x̂_i − x_i‖² = Σ⟨x̂_i, x_i⟩ / Σ‖x̂_i‖² (Wright & Sharkey; SPEC §3).
+
+    γ* > 1 means the reconstructions must be scaled *up* to fit x: shrinkage. If x̂ = c x
+    then γ* = 1/c. Computed over the whole set, on raw (uncentred) vectors.
+
+    :param x: (N, d_in); :param x_hat: (N, d_in), not all zero.
+    """
+    xs, xh = _pair(x, x_hat)
+    den = float(xh.pow(2).sum())
+    if den == 0.0:
+        raise ValueError("x_hat is identically zero; the relative reconstruction bias is undefined")
+    return float((xh * xs).sum()) / den
+
+
+# --------------------------------------------------------------------------- ground truth
+def cosine_matrix(D_true: Any, D_learned: Any) -> Tensor:
+    """Cosines between true and learned atoms.
+
+    :param D_true: (d_in, n_true) atoms as columns.
+    :param D_learned: (d_in, n_learned) atoms as columns.
+    :returns: (n_true, n_learned) float64 tensor C[i, j] = cos(D_true[:, i], D_learned[:, j]).
+    """
+    a, b = _tensor(D_true, "D_true"), _tensor(D_learned, "D_learned")
+    if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
+        raise ValueError(
+            f"D_true has shape {tuple(a.shape)} and D_learned has shape {tuple(b.shape)}; "
+            "both must be (d_in, n_atoms) with the same d_in"
+        )
+    for name, m in (("D_true", a), ("D_learned", b)):
+        if bool((m.norm(dim=0) == 0).any()):
+            raise ValueError(f"{name} has zero-norm columns; cosines are undefined")
+    b = b.to(a.device)
+    return (a / a.norm(dim=0)).T @ (b / b.norm(dim=0))
+
+
+def mmcs(D_true: Any, D_learned: Any, abs: bool = False) -> float:
+    """Mean max cosine similarity: mean over true atoms of max_j cos(d_true_i, d_learned_j).
+
+    Signed cosine by default (a sign-flipped atom does not count: SAE codes are
+    non-negative); ``abs=True`` uses |cos|. Shapes as :func:`cosine_matrix`.
+    """
+    c = cosine_matrix(D_true, D_learned)
+    return float((c.abs() if abs else c).max(dim=1).values.mean())
+
+
+def recovery_rate(D_true: Any, D_learned: Any, threshold: float = 0.9, abs: bool = False) -> float:
+    """Share of true atoms whose max cosine to a learned atom is > ``threshold``.
+    Signed cosine unless ``abs``; shapes as :func:`cosine_matrix`."""
+    c = cosine_matrix(D_true, D_learned)
+    return float(((c.abs() if abs else c).max(dim=1).values > threshold).double().mean())
+
+
+class Match(NamedTuple):
+    """A one-to-one matching of true to learned atoms (from :func:`hungarian_match`)."""
+
+    true_idx: Tensor
+    """(P,) int64 indices into the true atoms, P = min(n_true, n_learned), ascending."""
+    learned_idx: Tensor
+    """(P,) int64 indices into the learned atoms, matched to ``true_idx`` elementwise."""
+    cos: Tensor
+    """(P,) float64 signed cosines of the matched pairs."""
+
+
+def hungarian_match(D_true: Any, D_learned: Any) -> Match:
+    """One-to-one matching maximising Σ |cos| (scipy ``linear_sum_assignment``).
+
+    Shapes as :func:`cosine_matrix`; returns P = min(n_true, n_learned) pairs.
+    """
+    c = cosine_matrix(D_true, D_learned).cpu()
+    rows, cols = linear_sum_assignment(c.abs().numpy(), maximize=True)
+    ti, li = torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
+    return Match(ti, li, c[ti, li])
+
+
+def mcc(D_true: Any, D_learned: Any) -> float:
+    """Mean |cos| over the Hungarian matching (:func:`hungarian_match`), i.e. averaged over
+    P = min(n_true, n_learned) pairs; sign-invariant. Shapes as :func:`cosine_matrix`."""
+    return float(hungarian_match(D_true, D_learned).cos.abs().mean())
+
+
+def support_prf(z_true: Any, z_learned: Any, match: Any, tol: float = 0.0) -> dict[str, float]:
+    """Support precision / recall / F1 of matched latent pairs, token by token.
+
+    For each matched pair (i, j) let S_true = {t : |z_true[t, i]| > tol} and
+    S_learned = {t : |z_learned[t, j]| > tol}. Then, summing over matched pairs only,
+
+        precision = Σ |S_true ∩ S_learned| / Σ |S_learned|
+        recall    = Σ |S_true ∩ S_learned| / Σ |S_true|
+        f1        = 2 precision recall / (precision + recall)
+
+    Unmatched latents are ignored. A ratio with a zero denominator is 0 (and then f1 = 0).
+
+    :param z_true: (N, n_true) ground-truth codes (dense; ``scipy.sparse`` → ``.toarray()``).
+    :param z_learned: (N, d_sae) learned codes.
+    :param match: a :class:`Match` or any (true_idx, learned_idx, ...) sequence of (P,) indices.
+    :param tol: magnitude threshold for membership of the support.
+    """
+    zt, zl = _tensor(z_true, "z_true"), _tensor(z_learned, "z_learned")
+    if zt.dim() != 2 or zl.dim() != 2 or zt.shape[0] != zl.shape[0]:
+        raise ValueError(
+            f"z_true has shape {tuple(zt.shape)} and z_learned has shape {tuple(zl.shape)}; "
+            "both must be (N, n_latents) with the same N"
+        )
+    ti = torch.as_tensor(match[0], dtype=torch.int64).reshape(-1).cpu()
+    li = torch.as_tensor(match[1], dtype=torch.int64).reshape(-1).cpu()
+    if ti.shape != li.shape:
+        raise ValueError(f"match has {ti.numel()} true indices but {li.numel()} learned indices")
+    for name, idx, size in (("true", ti, zt.shape[1]), ("learned", li, zl.shape[1])):
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
+            raise ValueError(f"match {name} indices must lie in [0, {size})")
+    st = zt[:, ti.to(zt.device)].abs() > tol  # (N, P)
+    sl = zl[:, li.to(zl.device)].abs().to(st.device) > tol  # (N, P)
+    inter = float((st & sl).sum())
+    n_l, n_t = float(sl.sum()), float(st.sum())
+    p = inter / n_l if n_l > 0 else 0.0
+    r = inter / n_t if n_t > 0 else 0.0
+    f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
+    return {"precision": p, "recall": r, "f1": f1}
