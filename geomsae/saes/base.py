@@ -100,3 +100,221 @@ def per_token_scale(x: Tensor) -> Tensor:
     """(B, 1) factors s with ‖s·x‖ = √d_in for each row (1 for all-zero rows)."""
     norm = x.norm(dim=-1, keepdim=True)
     return torch.where(norm > 0, math.sqrt(x.shape[-1]) / norm.clamp_min(1e-30), torch.ones_like(norm))
+
+
+def _as_2d(x: Tensor, width: int, name: str, width_name: str = "d_in") -> Tensor:
+    """Validate ``x`` (..., width) and flatten it to (N, width)."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0 or x.shape[-1] != width:
+        raise ValueError(f"{name} last dimension == {tuple(x.shape)[-1:]}, must equal {width_name}={width}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return x.reshape(-1, width)
+
+
+class BaseSAE(nn.Module):
+    """Shared parameters, encode/decode/forward, state trackers and decoder constraints.
+
+    Subclasses set ``arch`` and ``config_class``, implement :meth:`activation` (or
+    override :meth:`_encode`) and :meth:`loss`, and may extend :meth:`on_step_end`.
+
+    Parameters: ``W_enc`` (d_sae, d_in), ``b_enc`` (d_sae,), ``W_dec`` (d_in, d_sae) whose
+    columns are the atoms, ``b_dec`` (d_in,). Init (seeded by the caller's
+    ``torch.manual_seed``): random unit-norm decoder columns, ``W_enc = W_decᵀ``, zero biases.
+
+    Buffers (all state lives in ``state_dict``):
+
+    - ``step`` (int64 scalar): optimizer steps seen by :meth:`on_step_end`;
+    - ``tokens_since_fired`` (int64, d_sae): tokens since each latent was last > 0 in a
+      training batch (dead-latent tracker for AuxK, resampling and logging);
+    - ``input_scale`` (float scalar): the dataset scale ``s`` folded in by
+      :func:`fold_input_scale` (1 when nothing was folded). The model was trained on
+      ``s·x``; every loss and penalty is reported in those training units.
+
+    Decoder constraint: when ``unit_norm_decoder`` is True the trainer's calls to
+    :meth:`remove_parallel_grads_` and :meth:`normalize_decoder_` keep every column at norm
+    1 in training space (``1/input_scale`` in raw space); when False both are no-ops and
+    the architecture weights its penalty by the column norms instead.
+    """
+
+    arch: str = ""
+    config_class: type[SAEConfig] = SAEConfig
+    unit_norm_decoder: bool = True
+
+    def __init__(self, cfg: SAEConfig) -> None:
+        super().__init__()
+        if not isinstance(cfg, self.config_class):
+            raise ValueError(
+                f"cfg is a {type(cfg).__name__}, must be a {self.config_class.__name__} for arch {self.arch!r}"
+            )
+        self.cfg = cfg
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        W_dec = torch.randn(d_in, d_sae)
+        W_dec /= W_dec.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.t().contiguous())  # contiguous: safetensors refuses strided views
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
+        self.register_buffer("input_scale", torch.ones(()))
+
+    # ----------------------------------------------------------------- forward
+    def _normalise(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(N, d_in) inputs in training space and the per-token factors (or None)."""
+        if self.cfg.input_norm == "per_token":
+            scale = per_token_scale(x)
+            return x * scale, scale
+        return x, None
+
+    def pre_acts(self, x: Tensor) -> Tensor:
+        """(N, d_sae) W_enc (x − b_dec) + b_enc for already-normalised x (N, d_in)."""
+        return (x - self.b_dec) @ self.W_enc.t() + self.b_enc
+
+    def activation(self, pre: Tensor) -> Tensor:
+        """(N, d_sae) codes from pre-activations. Implemented by each architecture."""
+        raise NotImplementedError
+
+    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(codes, pre_acts), both (N, d_sae), for normalised x (N, d_in)."""
+        pre = self.pre_acts(x)
+        return self.activation(pre), pre
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(..., d_sae) codes z for inputs x (..., d_in) (per-token normalised first if configured)."""
+        x2 = _as_2d(x, self.cfg.d_in, "input x")
+        z, _ = self._encode(self._normalise(x2)[0])
+        return z.reshape(*x.shape[:-1], self.cfg.d_sae)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(..., d_in) W_dec z + b_dec. With ``input_norm='per_token'`` this is the
+        reconstruction in the *normalised* space (forward divides by the token's factor)."""
+        if z.ndim == 0 or z.shape[-1] != self.cfg.d_sae:
+            raise ValueError(f"codes last dimension == {tuple(z.shape)[-1:]}, must equal d_sae={self.cfg.d_sae}")
+        return z @ self.W_dec.t() + self.b_dec
+
+    def forward(self, x: Tensor) -> SAEOutput:
+        """x (..., d_in) → SAEOutput(x_hat (..., d_in) in the input's space, codes, pre_acts)."""
+        x2 = _as_2d(x, self.cfg.d_in, "input x")
+        xn, scale = self._normalise(x2)
+        z, pre = self._encode(xn)
+        x_hat = self.decode(z)
+        if scale is not None:
+            x_hat = x_hat / scale
+        lead = x.shape[:-1]
+        return SAEOutput(
+            x_hat.reshape(*lead, self.cfg.d_in),
+            z.reshape(*lead, self.cfg.d_sae),
+            pre.reshape(*lead, self.cfg.d_sae),
+        )
+
+    # -------------------------------------------------------------------- loss
+    def residual(self, x: Tensor, out: SAEOutput) -> Tensor:
+        """(N, d_in) x − x̂ in training space: per-token normalised and times input_scale."""
+        x2 = x.reshape(-1, self.cfg.d_in)
+        diff = x2 - out.x_hat.reshape(-1, self.cfg.d_in)
+        if self.cfg.input_norm == "per_token":
+            diff = diff * per_token_scale(x2)
+        return diff * self.input_scale
+
+    def mse(self, x: Tensor, out: SAEOutput) -> Tensor:
+        """Scalar (1/d_in)‖x − x̂‖² averaged over tokens, in training units."""
+        return self.residual(x, out).pow(2).mean()
+
+    def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
+        """The training loss in SAE units (mean over tokens).
+
+        ``parts`` holds detached scalars: 'mse' (per-element), 'sparsity' (the penalty as it
+        enters the loss, λ included), 'aux' where the architecture has one (unweighted), and
+        raw terms such as 'l1', 'l2', 'l0' for logging.
+        """
+        raise NotImplementedError
+
+    def codes_2d(self, out: SAEOutput) -> Tensor:
+        return out.codes.reshape(-1, self.cfg.d_sae)
+
+    # ----------------------------------------------------- state and decoder
+    @torch.no_grad()
+    def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
+        """Update the state buffers after an optimizer step (call under no_grad).
+
+        Base: ``step += 1``; ``tokens_since_fired`` += batch tokens, reset to 0 for latents
+        that fired (z > 0) in ``out``. Returns None, or (for resampling architectures) a bool
+        (d_sae,) mask of latents whose parameters were re-initialised.
+        """
+        z = self.codes_2d(out)
+        fired = (z > 0).any(dim=0)
+        self.tokens_since_fired += z.shape[0]
+        self.tokens_since_fired[fired] = 0
+        self.step += 1
+        return None
+
+    def dead_mask(self, window: int) -> Tensor:
+        """(d_sae,) bool: latents that have not fired in the last ``window`` training tokens."""
+        return self.tokens_since_fired >= window
+
+    def decoder_norms(self) -> Tensor:
+        """(d_sae,) column norms of W_dec in training space (input_scale · ‖W_dec,j‖)."""
+        return self.W_dec.norm(dim=0) * self.input_scale
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Rescale W_dec columns to norm 1 in training space (no-op if not unit_norm_decoder)."""
+        if self.unit_norm_decoder:
+            self.W_dec.div_(self.decoder_norms().clamp_min(1e-12))
+
+    @torch.no_grad()
+    def remove_parallel_grads_(self) -> None:
+        """Project out of W_dec.grad the component parallel to each column (call before the
+        optimizer step; no-op if not unit_norm_decoder or no grad)."""
+        g = self.W_dec.grad
+        if not self.unit_norm_decoder or g is None:
+            return
+        u = self.W_dec / self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-12)
+        g.sub_(u * (g * u).sum(dim=0, keepdim=True))
+
+    def canonical_penalty(self) -> CanonicalPenalty:
+        """The penalty in F units of SPEC §1 for the dictionary D = W_dec, b = b_dec as stored
+        (raw space after :func:`fold_input_scale`; normalised space for input_norm='per_token')."""
+        raise NotImplementedError
+
+    def _canonical(self, lam1: float, lam2: float, weights: Tensor | None, exact: bool) -> CanonicalPenalty:
+        """Convert SAE-unit λ's to F units: λ1′ = d_in·λ1/(2s²), λ2′ = d_in·λ2/s² (s = input_scale).
+
+        Training loss on s·x is s²·(1/d_in)‖x − x̂‖² + pen(z) with x̂ in raw space; multiply
+        by d_in/(2s²) to get F for raw x with the raw decoder: the minimiser z* is unchanged.
+        """
+        s2 = float(self.input_scale) ** 2
+        n = self.cfg.d_in
+        w = None if weights is None else weights.detach().clone()
+        return CanonicalPenalty(n * lam1 / (2 * s2), n * lam2 / s2, w, exact)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, d_in={self.cfg.d_in}, d_sae={self.cfg.d_sae}"
+
+
+@torch.no_grad()
+def fold_input_scale(sae: BaseSAE, s: float) -> BaseSAE:
+    """Fold a dataset scale into the weights, in place, and return ``sae``.
+
+    ``sae`` was trained on x_n = s·x. Afterwards it takes raw x and returns a raw-space x̂
+    with identical codes: W_enc ← s·W_enc, b_dec ← b_dec/s, W_dec ← W_dec/s (so decoder
+    columns have norm 1/s); ``input_scale`` is multiplied by s, which keeps
+    :meth:`BaseSAE.loss` equal to the training loss and makes
+    :meth:`BaseSAE.canonical_penalty` the penalty of the raw-space problem (λ′/s²,
+    relu_l1 weights s·‖W_dec,j‖), whose minimiser is the same z.
+    Refused for ``input_norm='per_token'``: that SAE is already scale invariant.
+    """
+    if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        raise ValueError(f"s == {s!r}, must be a finite number > 0")
+    if sae.cfg.input_norm != "none":
+        raise ValueError(
+            f"input_norm == {sae.cfg.input_norm!r}: a per-token normalised SAE is scale invariant, "
+            "fold_input_scale needs input_norm='none'"
+        )
+    sae.W_enc.mul_(s)
+    sae.b_dec.div_(s)
+    sae.W_dec.div_(s)
+    sae.input_scale.mul_(s)
+    return sae

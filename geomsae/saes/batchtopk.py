@@ -1,0 +1,76 @@
+"""BatchTopK SAE (Bussmann, Leask & Nanda 2024, "BatchTopK Sparse Autoencoders")."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from geomsae.saes.base import SAEOutput
+from geomsae.saes.topk import TopKConfig, TopKSAE
+
+
+@dataclass
+class BatchTopKConfig(TopKConfig):
+    """Config of :class:`BatchTopKSAE` (k is the *average* number of active latents)."""
+
+    threshold_momentum: float = 0.01
+    """EMA momentum m of the inference threshold: θ ← (1 − m)·θ + m·θ_batch."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        m = self.threshold_momentum
+        if not (isinstance(m, (int, float)) and math.isfinite(m) and 0 < m <= 1):
+            raise ValueError(f"threshold_momentum == {m!r}, must be in (0, 1]")
+
+
+def batch_topk_relu(pre: Tensor, k: int) -> Tensor:
+    """(N, d_sae) keep the N·k largest ReLU(pre) over the whole batch, zero the rest."""
+    flat = pre.relu().flatten()
+    vals, idx = flat.topk(min(pre.shape[0] * k, flat.numel()), sorted=False)
+    return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+
+
+class BatchTopKSAE(TopKSAE):
+    """BatchTopK SAE: TopK over the whole batch in training, a global threshold at inference.
+
+    Implements::
+
+        pre = W_enc (x − b_dec) + b_enc
+        z   = BatchTopK_{N·k}(ReLU(pre))        # training (module.train()): N tokens share N·k slots
+        z   = pre · 1[pre > θ]                   # inference (module.eval())
+        x̂   = W_dec z + b_dec                    # unit-norm columns (renormalised)
+        L   = (1/d_in)‖x − x̂‖² + α · AuxK        # as TopKSAE
+
+    θ (buffer ``threshold``, scalar) is an EMA of the smallest positive code kept in each
+    training batch (set to the first batch's value at step 0; θ = 0 before any training,
+    i.e. plain ReLU). Updated by :meth:`on_step_end`. λ units as TopKSAE (exact=False).
+    """
+
+    arch = "batchtopk"
+    config_class = BatchTopKConfig
+    cfg: BatchTopKConfig
+
+    def __init__(self, cfg: BatchTopKConfig) -> None:
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.zeros(()))
+
+    def activation(self, pre: Tensor) -> Tensor:
+        if self.training:
+            return batch_topk_relu(pre, self.cfg.k)
+        return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))
+
+    @torch.no_grad()
+    def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
+        """Update θ from this batch's codes, then the base trackers (step, tokens_since_fired)."""
+        z = self.codes_2d(out)
+        pos = z[z > 0]
+        if pos.numel() > 0:
+            t = pos.min().to(self.threshold.dtype)
+            if int(self.step) == 0:
+                self.threshold.copy_(t)
+            else:
+                self.threshold.lerp_(t, self.cfg.threshold_momentum)
+        return super().on_step_end(x, out)

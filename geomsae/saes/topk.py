@@ -1,0 +1,120 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEConfig, SAEOutput, check_nonneg
+
+
+@dataclass
+class TopKConfig(SAEConfig):
+    """Config of :class:`TopKSAE`."""
+
+    k: int = 32
+    """Number of active latents per token (TopK)."""
+    auxk: bool = True
+    """Add the AuxK loss: dead latents reconstruct the residual (Gao et al. 2024)."""
+    auxk_alpha: float = 1 / 32
+    """Weight α of the AuxK loss."""
+    k_aux: int | None = None
+    """Number of dead latents used by AuxK per token; None means d_in // 2."""
+    dead_window: int = 10_000_000
+    """A latent is dead for AuxK when it has not fired in this many training tokens."""
+    tied_init: bool = True
+    """Initialise W_enc = W_decᵀ; otherwise W_enc gets independent random unit-norm rows."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (isinstance(self.k, int) and 1 <= self.k <= self.d_sae):
+            raise ValueError(f"k == {self.k!r}, must be in [1, d_sae={self.d_sae}]")
+        check_nonneg("auxk_alpha", self.auxk_alpha)
+        if self.k_aux is not None and not (isinstance(self.k_aux, int) and 1 <= self.k_aux <= self.d_sae):
+            raise ValueError(f"k_aux == {self.k_aux!r}, must be None or in [1, d_sae={self.d_sae}]")
+        if not (isinstance(self.dead_window, int) and self.dead_window >= 1):
+            raise ValueError(f"dead_window == {self.dead_window!r}, must be an integer >= 1 (tokens)")
+
+    @property
+    def k_aux_eff(self) -> int:
+        """k_aux with the default d_in // 2 filled in (at least 1, at most d_sae)."""
+        k_aux = self.d_in // 2 if self.k_aux is None else self.k_aux
+        return max(1, min(k_aux, self.d_sae))
+
+
+def topk_relu(pre: Tensor, k: int) -> Tensor:
+    """(N, d_sae) keep the k largest pre-activations per row, ReLU them, zero the rest."""
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+
+
+def auxk_loss(pre: Tensor, residual: Tensor, W_dec: Tensor, dead: Tensor, k_aux: int) -> Tensor:
+    """AuxK loss (Gao et al. 2024, §A.2, as in EleutherAI/sparsify), per-element-MSE units.
+
+    ê = W_dec · TopK_{k_aux}(ReLU(pre restricted to dead latents)) reconstructs the
+    detached residual e = x − x̂; loss = min(n_dead/k_aux, 1) · mean_tokens (1/d_in)‖e − ê‖².
+    It is in the same units as the main MSE, so α weighs the two as in sparsify, where both
+    are divided by the same total variance. Exactly 0 when no latent is dead.
+
+    pre (N, d_sae) and residual (N, d_in) in training space; dead (d_sae,) bool.
+    """
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return pre.new_zeros(())
+    k = min(k_aux, n_dead)
+    masked = pre.masked_fill(~dead, float("-inf"))
+    vals, idx = masked.topk(k, dim=-1, sorted=False)
+    z_aux = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+    e_hat = z_aux @ W_dec.t()
+    scale = min(n_dead / k_aux, 1.0)
+    return scale * (e_hat - residual.detach()).pow(2).mean()
+
+
+class TopKSAE(BaseSAE):
+    """TopK SAE with optional AuxK and tied init (Gao et al. 2024).
+
+    Implements::
+
+        pre = W_enc (x − b_dec) + b_enc
+        z   = TopK_k(ReLU(pre))                 # exactly ≤ k nonzeros per token
+        x̂   = W_dec z + b_dec                   # unit-norm columns (renormalised)
+        L   = (1/d_in)‖x − x̂‖² + α · AuxK       # α = auxk_alpha when cfg.auxk
+
+    AuxK (see :func:`auxk_loss`) uses latents dead for ``dead_window`` tokens, tracked in
+    the ``tokens_since_fired`` buffer by :meth:`on_step_end`. There is no penalty term:
+    :meth:`canonical_penalty` returns λ1′ = λ2′ = 0 with exact=False; compare with an
+    exact solver only after calibrating λ1 (e.g. to match L0).
+    """
+
+    arch = "topk"
+    config_class = TopKConfig
+    cfg: TopKConfig
+
+    def __init__(self, cfg: TopKConfig) -> None:
+        super().__init__(cfg)
+        if not cfg.tied_init:
+            W = torch.randn(cfg.d_sae, cfg.d_in)
+            self.W_enc = nn.Parameter(W / W.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    def activation(self, pre: Tensor) -> Tensor:
+        return topk_relu(pre, self.cfg.k)
+
+    def aux_loss(self, x: Tensor, out: SAEOutput) -> Tensor:
+        """Scalar AuxK loss (unweighted, with graph); zero when no latent is dead."""
+        pre = out.pre_acts.reshape(-1, self.cfg.d_sae)
+        return auxk_loss(
+            pre, self.residual(x, out), self.W_dec * self.input_scale,
+            self.dead_mask(self.cfg.dead_window), self.cfg.k_aux_eff,
+        )
+
+    def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
+        mse = self.mse(x, out)
+        zero = mse.detach() * 0.0
+        aux = self.aux_loss(x, out) if self.cfg.auxk else zero
+        total = mse + self.cfg.auxk_alpha * aux if self.cfg.auxk else mse
+        return LossOutput(total, {"mse": mse.detach(), "sparsity": zero, "aux": aux.detach()})
+
+    def canonical_penalty(self) -> CanonicalPenalty:
+        return self._canonical(0.0, 0.0, None, exact=False)
