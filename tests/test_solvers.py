@@ -45,6 +45,16 @@ def independent_gap(X, D, Z, lam1, lam2, w, nonneg):
     return np.array(P) - np.array(Dl), np.array(P)
 
 
+def assert_within_certified_distance(r1, r2, lam2, z1=None, z2=None, scale1=1.0):
+    """‖z1 − z2‖ ≤ √(2 gap1/λ2) + √(2 gap2/λ2): F is λ2-strongly convex, so each certified
+    code lies within √(2 gap/λ2) of the unique optimum. ``scale1`` rescales r1's problem."""
+    z1 = r1.codes if z1 is None else z1
+    z2 = r2.codes if z2 is None else z2
+    b1 = scale1 * np.sqrt(2 * np.maximum(r1.dual_gap, 0) / lam2)
+    b2 = np.sqrt(2 * np.maximum(r2.dual_gap, 0) / lam2)
+    assert np.all(np.linalg.norm(z1 - z2, axis=1) <= b1 + b2 + 1e-9 * (1 + np.abs(z2).max()))
+
+
 CASES = {
     "random": lambda rng: random_dict(rng, 24, 64),
     "spiked0.9": lambda rng: spiked_dict(rng, 24, 64, 0.9),
@@ -175,9 +185,10 @@ def test_scaling_equivariance(p, c):
     D = random_dict(rng, n, m)
     X = rng.standard_normal((3, n))
     b = rng.standard_normal(n) * 0.3
-    z1 = solve(X, D, lam1=lam1, lam2=lam2, bias=b, nonneg=nonneg, tol=1e-12).codes
-    z2 = solve(c * X, D, lam1=c * lam1, lam2=lam2, bias=c * b, nonneg=nonneg, tol=1e-12).codes
-    np.testing.assert_allclose(z2, c * z1, atol=1e-6 * max(1.0, c * np.abs(z1).max()))
+    r1 = solve(X, D, lam1=lam1, lam2=lam2, bias=b, nonneg=nonneg, tol=1e-12)
+    r2 = solve(c * X, D, lam1=c * lam1, lam2=lam2, bias=c * b, nonneg=nonneg, tol=1e-12)
+    # F(cz; cx, cλ1) = c² F(z; x, λ1): the gap of r1 scales by c², its distance by c
+    assert_within_certified_distance(r1, r2, lam2, z1=c * r1.codes, scale1=c)
 
 
 @HYP
@@ -190,9 +201,23 @@ def test_permutation_equivariance(p):
     X = rng.standard_normal((3, n))
     w = rng.uniform(0.5, 2, m)
     perm = rng.permutation(m)
-    z1 = solve(X, D, lam1=lam1, lam2=lam2, weights=w, nonneg=nonneg, tol=1e-12).codes
-    z2 = solve(X, D[:, perm], lam1=lam1, lam2=lam2, weights=w[perm], nonneg=nonneg, tol=1e-12).codes
-    np.testing.assert_allclose(z2, z1[:, perm], atol=1e-7 * max(1.0, np.abs(z1).max()))
+    r1 = solve(X, D, lam1=lam1, lam2=lam2, weights=w, nonneg=nonneg, tol=1e-12)
+    r2 = solve(X, D[:, perm], lam1=lam1, lam2=lam2, weights=w[perm], nonneg=nonneg, tol=1e-12)
+    assert_within_certified_distance(r1, r2, lam2, z1=r1.codes[:, perm])
+
+
+@pytest.mark.parametrize("lam2", [0.0, 0.02])
+def test_mixed_precision_fast_path_matches_double_reference(lam2):
+    """The default float32-iteration path against the all-float64 path, same certificates."""
+    rng = np.random.default_rng(3)
+    D = spiked_dict(rng, 32, 128, 0.7)
+    X = planted(rng, D, 24, 5, noise=0.02)
+    fast = solve(X, D, lam1=0.05, lam2=lam2, tol=1e-10)
+    slow = solve(X, D, lam1=0.05, lam2=lam2, tol=1e-10, precision="double")
+    assert fast.converged.all() and slow.converged.all()
+    np.testing.assert_allclose(fast.objective, slow.objective, rtol=1e-9)
+    if lam2 > 0:
+        assert_within_certified_distance(fast, slow, lam2)
 
 
 def test_float32_and_torch_agree_with_float64(rng):
@@ -249,9 +274,7 @@ def test_path_warm_starts_match_cold(rng):
     assert len(path) == 3
     for lam, res in zip(lams, path):
         cold = solve(X, D, lam1=lam, lam2=0.05, tol=1e-12)
-        # F is λ2-strongly convex, so ‖z − z*‖ ≤ √(2 gap / λ2) for each certified code
-        bound = np.sqrt(2 * np.maximum(res.dual_gap, 0) / 0.05) + np.sqrt(2 * np.maximum(cold.dual_gap, 0) / 0.05)
-        assert np.all(np.linalg.norm(res.codes - cold.codes, axis=1) <= bound + 1e-12)
+        assert_within_certified_distance(res, cold, 0.05)
     # sparser at larger λ1
     nnz = [np.count_nonzero(r.codes) for r in path]
     assert nnz[1] <= nnz[2] <= nnz[0]
@@ -288,6 +311,7 @@ def test_adaptive_weights_and_aen(rng):
         (dict(lam1=0.1, tol=0.0), r"tol == 0.0, must be a finite number > 0"),
         (dict(lam1=0.1, max_iter=0), r"max_iter == 0, must be an integer >= 1"),
         (dict(lam1=0.1, init=np.ones((2, 3))), r"init has shape \(2, 3\), must be \(B, m\) = \(2, 10\)"),
+        (dict(lam1=0.1, precision="half"), r"precision == 'half', must be 'mixed' or 'double'"),
     ],
 )
 def test_bad_arguments(kwargs, match):
