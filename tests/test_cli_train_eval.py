@@ -1,0 +1,99 @@
+"""`geomsae train` then `geomsae eval` end to end, in-process, on a tiny .npy."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geomsae.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: OpenMP hand-offs cost more than the work
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    D = rng.standard_normal((16, 32))
+    D /= np.linalg.norm(D, axis=0)
+    Z = np.zeros((2048, 32))
+    Z[np.repeat(np.arange(2048), 2), np.argsort(rng.random((2048, 32)), 1)[:, :2].ravel()] = rng.uniform(1, 3, 4096)
+    np.save(d / "x.npy", (Z @ D.T).astype(np.float32))
+    np.save(d / "D.npy", D)
+    return d
+
+
+def _train_args(files, out, *extra):
+    return ["train", "--arch", "aen", "--data", str(files / "x.npy"), "--d-sae", "32", "--steps", "80",
+            "--batch-size", "64", "--lr", "5e-3", "--seed", "0", "--out", str(out), "--lam1", "0.02",
+            "--warmup-steps", "20", "--ramp-steps", "20", "--no-progress", "--checkpoint-every", "40", *extra]
+
+
+def test_train_then_eval_json(files, tmp_path, capsys):
+    assert main(_train_args(files, tmp_path / "run")) == 0
+    assert "saved" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "cfg.json").read_text())
+    assert saved["arch"] == "aen" and saved["cfg"]["lam1"] == 0.02 and saved["cfg"]["warmup_steps"] == 20
+    assert saved["train"]["steps"] == 80 and saved["train"]["batch_size"] == 64
+    assert main(["eval", str(tmp_path / "run"), "--data", str(files / "x.npy"), "--true-dict",
+                 str(files / "D.npy"), "--n-tokens", "1000", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
+    for key in ("fvu", "l0", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "mmcs", "recovery_rate", "mcc"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]), key
+    assert res["n_tokens"] == 1000 and res["fvu"] < 0.6 and 0 < res["l0"] < 32 and 0 < res["mmcs"] <= 1
+    assert main(["eval", str(tmp_path / "run"), "--data", str(files / "x.npy")]) == 0
+    table = capsys.readouterr().out
+    assert "fvu" in table and "dead_fraction" in table and "mmcs" not in table
+
+
+def test_train_with_held_out_evaluation(files, tmp_path, capsys):
+    assert main(_train_args(files, tmp_path / "run", "--steps", "30", "--eval-fraction", "0.25")) == 0
+    assert "held-out evaluation (512 tokens)" in capsys.readouterr().out
+    res = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert res["n_tokens"] == 512 and 0 < res["fvu"] < 1.5
+
+
+def test_resume_and_refusals(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(files, out, "--steps", "40")) == 0
+    assert main(_train_args(files, out, "--steps", "40")) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(_train_args(files, out, "--steps", "60", "--resume")) == 0
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
+    assert main(_train_args(files, tmp_path / "k", "--k", "4")) == 2
+    assert "--k is not an option of arch 'aen'" in capsys.readouterr().err
+    assert main(_train_args(files, tmp_path / "lr", "--lr", "-1")) == 2
+    assert "lr == -1.0, must be a finite number > 0" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing"), "--data", str(files / "x.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_help_lists_the_documented_fields(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for flag, doc in [("--lr-warmup-steps", "Steps of linear learning-rate warm-up"),
+                      ("--checkpoint-every", "Steps between checkpoints"),
+                      ("--input-norm", "'dataset': train on s·x"),
+                      ("--lam1", "[en, adaptive_lasso, aen]"), ("--k", "[topk, batchtopk]")]:
+        assert flag in text and doc in text, flag
+    with pytest.raises(SystemExit):
+        main(["train", "--arch", "aen", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lam1" in text and "--warmup-steps" in text and "(default: 0.005)" in text
+    assert "--k " not in text and "--steps" in text
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    assert "--true-dict" in capsys.readouterr().out
