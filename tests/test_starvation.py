@@ -1,0 +1,171 @@
+"""The starvation benchmark: tiny end-to-end run, determinism, matched-L0 interpolation, verdict rule."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from synthetic import report, starvation
+from synthetic.plots import FIGURES
+from synthetic.starvation import PRESETS, StarvationConfig, next_lambda, parse_config
+
+
+def _tiny(out: Path, **kw) -> StarvationConfig:
+    return dataclasses.replace(PRESETS["tiny"], out=str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[StarvationConfig, Path]:
+    cfg = _tiny(tmp_path_factory.mktemp("starv") / "a")
+    return cfg, starvation.run(cfg)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_writes_everything(tiny_run):
+    cfg, out = tiny_run
+    for name in ["config.json", "results.csv", "matched.csv", "verdicts.csv", "summary.md", "firing_hist.csv",
+                 "timing.json"] + [f for f, _ in FIGURES]:
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg)))
+    rows = _rows(out / "results.csv")
+    assert list(rows[0]) == starvation.result_columns(cfg)
+    # every (arm, rho, seed) cell is there, with 1..sweep_points runs
+    cells = {(r["arm"], float(r["rho"]), int(r["seed"])) for r in rows}
+    assert cells == {(a, r, s) for a in cfg.arms for r in cfg.rhos for s in cfg.seeds}
+    for r in rows:
+        for c in ["dead_fraction", "dead_at_256", "dense_fraction", "dense_fraction_001", "mmcs", "recovery_rate",
+                  "mcc", "support_f1", "support_precision", "support_recall", "recovery_chance"]:
+            assert 0.0 <= float(r[c]) <= 1.0 + 1e-12, (c, r[c])
+        assert float(r["dead_at_256"]) >= float(r["dead_fraction"])  # fewer tokens, more latents unseen
+        assert math.isfinite(float(r["fvu"])) and float(r["fvu"]) >= 0
+        assert 0.0 <= float(r["l0"]) <= cfg.m
+        assert float(r["train_time_s"]) > 0
+        assert json.loads(r["hparams"])[r["param"]] == pytest.approx(float(r["value"]))
+        assert float(r["shrinkage"]) == pytest.approx(abs(float(r["rel_bias"]) - 1), abs=1e-8)
+    matched = _rows(out / "matched.csv")
+    assert len(matched) == len(cfg.arms) * len(cfg.rhos) * len(cfg.l0_targets)
+    for m in matched:
+        if int(m["n_seeds"]) > 0:
+            assert 0 <= float(m["dead_fraction_mean"]) <= 1
+    verdicts = _rows(out / "verdicts.csv")
+    assert {v["verdict"] for v in verdicts} <= {"holds", "does not hold", "within noise", "n/a"}
+    text = (out / "summary.md").read_text()
+    for claim in ("**(a)**", "**(b)**", "**(c)**", "**(d)**", "Verdict rule", "Matched-L0 table"):
+        assert claim in text
+    assert sum(p.stat().st_size > 1000 for p in (out / f for f, _ in FIGURES)) == len(FIGURES)
+
+
+def _without(path: Path, drop: set[str]) -> list[list[str]]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    keep = [i for i, c in enumerate(rows[0]) if c not in drop]
+    return [[r[i] for i in keep] for r in rows]
+
+
+def test_same_seed_same_csv(tiny_run, tmp_path):
+    cfg, out = tiny_run
+    small = dataclasses.replace(cfg, arms=("aen",), rhos=(0.7,), out=str(tmp_path / "b"))
+    out2 = starvation.run(small)
+    want = [r for r in _without(out / "results.csv", set(starvation.TIMING_COLUMNS))
+            if r[0] in ("arm", "aen") and r[2] in ("rho", "0.7")]
+    assert _without(out2 / "results.csv", set(starvation.TIMING_COLUMNS)) == want
+    # and a full rerun is byte-identical except for train_time_s
+    out3 = starvation.run(dataclasses.replace(cfg, out=str(tmp_path / "c")))
+    assert _without(out3 / "results.csv", {"train_time_s"}) == _without(out / "results.csv", {"train_time_s"})
+    assert (out3 / "matched.csv").read_bytes() == (out / "matched.csv").read_bytes()
+    assert (out3 / "firing_hist.csv").read_bytes() == (out / "firing_hist.csv").read_bytes()
+
+
+def test_interpolation_hand_computed():
+    pts = [(1.0, 8.0, {"fvu": 0.1}), (2.0, 2.0, {"fvu": 0.5}), (4.0, 0.5, {"fvu": 0.9})]
+    got = report.interpolate_at(pts, 4.0, ["fvu"])
+    # log 4 is halfway between log 8 and log 2 -> t = 1/2
+    assert got["t"] == pytest.approx(0.5)
+    assert got["fvu"] == pytest.approx(0.3)
+    assert got["value"] == pytest.approx(math.sqrt(2.0))
+    # target 1 lies in the second pair: t = log(1/2)/log(1/4) = 1/2
+    assert report.interpolate_at(pts, 1.0, ["fvu"])["fvu"] == pytest.approx(0.7)
+    # endpoints are included; outside the swept range there is no value (no extrapolation)
+    assert report.interpolate_at(pts, 8.0, ["fvu"])["fvu"] == pytest.approx(0.1)
+    assert report.interpolate_at(pts, 10.0, ["fvu"]) is None
+    assert report.interpolate_at(pts, 0.1, ["fvu"]) is None
+    # order of the input does not matter (sorted by knob)
+    assert report.interpolate_at(pts[::-1], 4.0, ["fvu"])["fvu"] == pytest.approx(0.3)
+    # a non-hand-picked t: L0 from 10 to 1, target 5 -> t = log 2 / log 10
+    t = math.log(2) / math.log(10)
+    got = report.interpolate_at([(1, 10.0, {"m": 1.0}), (3, 1.0, {"m": 0.0})], 5.0, ["m"])
+    assert got["m"] == pytest.approx(1 - t)
+
+
+def test_matched_table_mean_std():
+    rows = []
+    for seed, (f1, f2) in enumerate([(0.1, 0.5), (0.3, 0.7)]):
+        rows += [dict(arm="x", rho=0.0, seed=seed, value=1.0, l0=8.0, fvu=f1),
+                 dict(arm="x", rho=0.0, seed=seed, value=2.0, l0=2.0, fvu=f2)]
+    (m,) = report.matched_table(rows, [4.0], ["fvu"])
+    assert m["n_seeds"] == 2
+    assert m["fvu_mean"] == pytest.approx(0.4)  # seeds give 0.3 and 0.5
+    assert m["fvu_std"] == pytest.approx(math.sqrt(0.02))
+
+
+def test_verdict_rule():
+    # lower is better (dead fraction): AEN 0.1 vs other 0.5, small spread -> holds
+    assert report.verdict(0.1, 0.01, 3, 0.5, 0.02, 3, higher_is_better=False)[2] == "holds"
+    # the other direction beyond 2 SE -> does not hold
+    assert report.verdict(0.5, 0.01, 3, 0.1, 0.02, 3, higher_is_better=False)[2] == "does not hold"
+    # difference 0.1, SE = sqrt(0.1²/3 + 0.1²/3) ≈ 0.0816 -> 0.1 < 2 SE -> within noise
+    diff, se, lab = report.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True)
+    assert (diff, lab) == (pytest.approx(0.1), "within noise")
+    assert se == pytest.approx(math.sqrt(2 * 0.01 / 3))
+    assert report.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True, se_factor=1.0)[2] == "holds"
+    # identical zero-spread values are within noise; < 2 seeds is n/a
+    assert report.verdict(0.0, 0.0, 3, 0.0, 0.0, 3, higher_is_better=False)[2] == "within noise"
+    assert report.verdict(0.0, math.nan, 1, 0.5, 0.1, 3, higher_is_better=False)[2] == "n/a"
+    assert report.overall(["holds", "holds", "within noise", "n/a"]) == "holds"
+    assert report.overall(["holds", "does not hold", "within noise"]) == "mixed"
+    assert report.overall(["n/a"]) == "n/a"
+
+
+def test_claim_d_flips_direction():
+    base = dict(rho=0.5, l0_target=4.0, n_seeds=3)
+    ms = {f"{m}_{s}": v for m in ("dead_fraction", "recovery_rate", "shrinkage", "mcc")
+          for s, v in (("mean", 0.0), ("std", 0.01))}
+    aen = dict(base, arm="aen", **ms)
+    en = dict(base, arm="en", **{**ms, "dead_fraction_mean": 0.5})  # EN starves much more
+    comps = report.comparisons([aen, en], 2.0)
+    a = next(c for c in comps if c["claim"] == "a")
+    d = next(c for c in comps if c["claim"] == "d" and c["metric"] == "dead_fraction")
+    assert a["verdict"] == "holds" and d["verdict"] == "does not hold"
+    d_rec = next(c for c in comps if c["claim"] == "d" and c["metric"] == "recovery_rate")
+    assert d_rec["verdict"] == "within noise"
+
+
+def test_next_lambda_brackets():
+    # too dense -> step up; too sparse -> step down; bracketed -> bisect in log λ
+    assert next_lambda([(0.01, 20.0)], 4, 6) > 0.01
+    assert next_lambda([(0.01, 1.0)], 4, 6) < 0.01
+    assert next_lambda([(0.01, 10.0), (0.04, 2.0)], 4, 6) == pytest.approx(0.02)
+    # adjacent λ values closer than a factor 1.1: nothing left to refine
+    assert next_lambda([(0.0100, 10.0), (0.0105, 2.0)], 4, 6) is None
+
+
+def test_config_cli_and_checks():
+    cfg, _ = parse_config(["--preset", "tiny", "--seeds", "3", "4", "--lam-aen", "0.02", "--arms", "aen", "en"])
+    assert cfg.preset == "tiny" and cfg.n == 16 and cfg.seeds == (3, 4) and cfg.lam_aen == 0.02
+    assert cfg.arms == ("aen", "en")
+    assert parse_config([])[0] == PRESETS["quick"]
+    with pytest.raises(ValueError, match="unknown"):
+        StarvationConfig(arms=("nope",))
+    with pytest.raises(ValueError, match="rhos"):
+        StarvationConfig(rhos=(1.0,))
+    with pytest.raises(ValueError, match="eval_windows"):
+        StarvationConfig(n_eval=100, eval_windows=(1000,))
