@@ -1,0 +1,62 @@
+"""``geomsae compare RUN [RUN ...] --data PATH``: encoder codes vs the exact solution of the same objective.
+
+Writes report.json, report.md and a self-contained report.html (figures inline) into
+--out (default: RUN/compare for one run, ./compare for several).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from geomsae.compare import CompareConfig
+from geomsae.config_cli import add_dataclass_args, from_args
+
+
+def load_held_out(data: str, n_tokens: int, held_out: float) -> np.ndarray:
+    """The first ``n_tokens`` of the held-out tail (last ``held_out`` fraction) of ``data``."""
+    from geomsae.data import open_source, train_eval_split
+
+    src = open_source(data)
+    if held_out < 1:
+        _, src = train_eval_split(src, held_out)
+    xs, seen = [], 0
+    for x in src.batches(4096, shuffle=False, epochs=1):
+        xs.append(x[: n_tokens - seen].numpy())
+        seen += xs[-1].shape[0]
+        if seen >= n_tokens:
+            break
+    return np.concatenate(xs)
+
+
+def run(args: argparse.Namespace) -> int:
+    from geomsae.checkpoint import load_sae
+    from geomsae.compare import compare_sae
+    from geomsae.compare_report import markdown_table, write_reports
+
+    cfg = from_args(CompareConfig, args)
+    X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
+    reps = []
+    for run_dir in args.runs:
+        sae = load_sae(run_dir)
+        rep = compare_sae(sae, X, cfg)
+        rep["name"] = Path(run_dir).name
+        reps.append(rep)
+        t = rep["timing"]
+        print(f"{run_dir}: {rep['penalty']['how']}\n  {X.shape[0]} tokens in {t['total_s']:.1f} s ({100 * t['solver_share']:.0f} % in the exact solver)")
+    out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
+    write_reports(reps, out)
+    print(markdown_table(reps))
+    print(f"wrote {out}/report.json, report.md, report.html")
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="compare trained SAEs' encoders with the exact solver", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN", help="SAE folders (cfg.json + sae.safetensors)")
+    p.add_argument("--data", required=True, help="activations: .npy (tokens, d_in), .safetensors or a shard folder")
+    add_dataclass_args(p, CompareConfig)
+    p.set_defaults(run=run)

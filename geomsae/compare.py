@@ -1,0 +1,249 @@
+"""Amortised vs exact: a trained SAE's encoder against the exact solution of its own problem.
+
+An SAE encoder is a one-step amortised solver of a sparse-coding problem. For a trained
+SAE we solve that same problem exactly — same decoder D = W_dec, same bias b = b_dec,
+same penalty, in canonical F units (SPEC §1) —
+
+    F(z; x) = ½‖x − b − Dz‖² + λ1 Σ_j w_j z_j + (λ2/2)‖z‖²,   z ≥ 0,
+
+and measure how far the encoder's codes are from the optimum (SPEC §3, amortisation).
+Penalties: aen / adaptive_lasso use the SAE's current adaptive weights, en w ≡ 1,
+relu_l1 w_j = ‖W_dec,j‖ (all from ``sae.canonical_penalty()``). TopK, BatchTopK, JumpReLU
+and gated SAEs have no l1 objective of their own: for them we solve the non-negative
+lasso (λ2 = 0, w ≡ 1) with λ1 calibrated by bisection so that the exact codes' L0
+matches the encoder's L0 on a calibration subset; the report says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from geomsae import metrics
+from geomsae.saes.base import per_token_scale
+from geomsae.solvers import lam1_max, solve
+from geomsae.solvers._validate import prepare
+from geomsae.solvers.objective import gap_terms, kkt_residual
+
+
+@dataclass
+class CompareConfig:
+    """Options of ``geomsae compare`` (and :func:`compare_sae`)."""
+
+    n_tokens: int = 4096
+    """Held-out tokens to compare on (taken from the end of the data, see held_out)."""
+    held_out: float = 0.1
+    """Fraction at the end of the data treated as held-out; 1.0 uses the whole file."""
+    tol: float = 1e-8
+    """Certified relative duality gap of the exact solves."""
+    calibrate_tokens: int = 512
+    """Tokens used to calibrate λ1 for surrogate penalties (topk, batchtopk, jumprelu, gated)."""
+    calibrate_iters: int = 16
+    """Bisection steps (in log λ1) of that calibration."""
+    lipschitz_tokens: int = 64
+    """Tokens at which local Lipschitz ratios ‖Δz‖/‖Δx‖ of both maps are measured."""
+    lipschitz_eps: float = 1e-3
+    """Perturbation size relative to ‖x‖ for the local Lipschitz ratios."""
+    seed: int = 0
+    """Seed of the perturbation directions."""
+    out: str | None = None
+    """Output folder for report.json, report.md and report.html (default: RUN/compare)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_tokens", "calibrate_tokens", "calibrate_iters", "lipschitz_tokens"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
+        if not 0 < self.held_out <= 1:
+            raise ValueError(f"held_out == {self.held_out!r}, must be in (0, 1]")
+        if not (0 < self.tol < 1):
+            raise ValueError(f"tol == {self.tol!r}, must be in (0, 1)")
+        if not (0 < self.lipschitz_eps < 1):
+            raise ValueError(f"lipschitz_eps == {self.lipschitz_eps!r}, must be in (0, 1)")
+
+
+def problem_inputs(sae: Any, X: Tensor) -> Tensor:
+    """The inputs of the SAE's coding problem: X, or X rescaled per token for input_norm='per_token'."""
+    X = X.to(torch.float64)
+    if getattr(sae.cfg, "input_norm", "none") == "per_token":
+        X = X * per_token_scale(X)
+    return X
+
+
+@torch.no_grad()
+def encoder_codes(sae: Any, X: Tensor) -> Tensor:
+    """(N, d_sae) float64 codes of the SAE's encoder (eval mode), in batches."""
+    was = sae.training
+    sae.eval()
+    dt = next(sae.parameters()).dtype
+    out = torch.cat([sae.encode(X[i : i + 4096].to(dt)) for i in range(0, X.shape[0], 4096)]).double()
+    sae.train(was)
+    return out
+
+
+def calibrate_lam1(Xp: Tensor, D: Tensor, b: Tensor, target_l0: float, *, iters: int, tol: float) -> tuple[float, float]:
+    """λ1 of the non-negative lasso whose exact codes have mean L0 ≈ ``target_l0`` (bisection in log λ1)."""
+    hi = float(lam1_max(Xp, D, bias=b).max())
+    if target_l0 <= 0 or hi <= 0:
+        return max(hi, 1e-12) * 1.0001, 0.0
+    lo = hi * 1e-4
+    init = None
+    best = (hi, 0.0)
+    for _ in range(iters):
+        mid = math.sqrt(lo * hi)
+        res = solve(Xp, D, lam1=mid, lam2=0.0, bias=b, tol=max(tol, 1e-6), init=init, max_iter=5000)
+        l0 = float((res.codes > 0).sum(1).double().mean())
+        init = res.codes
+        if abs(l0 - target_l0) < abs(best[1] - target_l0):
+            best = (mid, l0)
+        if l0 > target_l0:
+            lo = mid
+        else:
+            hi = mid
+    return best
+
+
+def _support_stats(z_enc: Tensor, z_star: Tensor) -> dict[str, Tensor]:
+    a, b = z_enc > 0, z_star > 0
+    inter = (a & b).sum(1).double()
+    union = (a | b).sum(1).double()
+    na, nb = a.sum(1).double(), b.sum(1).double()
+    one = torch.ones_like(inter)
+    return {
+        "jaccard": torch.where(union > 0, inter / union.clamp_min(1), one),
+        "precision": torch.where(na > 0, inter / na.clamp_min(1), one),
+        "recall": torch.where(nb > 0, inter / nb.clamp_min(1), one),
+    }
+
+
+def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor, D: Tensor, b: Tensor, pen: dict, cfg: CompareConfig) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(cfg.seed)
+    n = min(cfg.lipschitz_tokens, Xp.shape[0])
+    U = torch.randn(n, Xp.shape[1], generator=g, dtype=torch.float64)
+    U = U / U.norm(dim=1, keepdim=True)
+    delta = cfg.lipschitz_eps * Xp[:n].norm(dim=1, keepdim=True).clamp_min(1e-12)
+    Xp2 = Xp[:n] + delta * U
+    # the encoder sees raw inputs; perturb in problem space and map back per token
+    if getattr(sae.cfg, "input_norm", "none") == "per_token":
+        raw2 = Xp2 / per_token_scale(Xraw[:n].double())
+    else:
+        raw2 = Xp2
+    ze2 = encoder_codes(sae, raw2)
+    zs2 = solve(Xp2, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=1e-12,
+                init=z_star[:n], max_iter=50_000).codes
+    r_enc = (ze2 - z_enc[:n]).norm(dim=1) / delta[:, 0]
+    r_star = (zs2 - z_star[:n]).norm(dim=1) / delta[:, 0]
+    W = sae.W_enc.detach().double()
+    lam2 = pen["lam2"]
+    normD = float(torch.linalg.matrix_norm(D, 2))
+    bound = min(normD / lam2, 1 / (2 * math.sqrt(lam2))) if lam2 > 0 else float("inf")
+    return {
+        "encoder_ratio": r_enc.numpy(),
+        "exact_ratio": r_star.numpy(),
+        "encoder_bound": float(torch.linalg.matrix_norm(W, 2)),
+        "exact_bound": bound,
+    }
+
+
+def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> dict[str, Any]:
+    """Compare ``sae``'s encoder with the exact solver on activations ``X`` (N, d_in).
+
+    Returns a dict: ``summary`` (JSON-ready scalars), ``penalty`` (the problem solved and
+    how λ1 was chosen), ``arrays`` (per-token and per-latent numpy arrays for figures) and
+    ``timing`` (seconds; kept apart so the summary is reproducible bit for bit).
+    """
+    cfg = cfg or CompareConfig()
+    t0 = time.perf_counter()
+    X = torch.as_tensor(np.asarray(X) if not isinstance(X, Tensor) else X)
+    if X.ndim != 2 or X.shape[1] != sae.cfg.d_in:
+        raise ValueError(f"activations have shape {tuple(X.shape)}, must be (N, d_in={sae.cfg.d_in})")
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError("activations contain NaN or Inf")
+    Xp = problem_inputs(sae, X)
+    D = sae.W_dec.detach().double()
+    b = sae.b_dec.detach().double()
+    z_enc = encoder_codes(sae, X)
+    cp = sae.canonical_penalty()
+    calibrated = not cp.exact
+    if calibrated:
+        nc = min(cfg.calibrate_tokens, Xp.shape[0])
+        target = float((z_enc[:nc] > 0).sum(1).double().mean())
+        lam1, l0_cal = calibrate_lam1(Xp[:nc], D, b, target, iters=cfg.calibrate_iters, tol=cfg.tol)
+        pen = {"lam1": lam1, "lam2": 0.0, "weights": None}
+        how = (f"{sae.arch} has no l1 objective: solved the non-negative lasso (λ2 = 0, w ≡ 1) with λ1 = {lam1:.6g} "
+               f"calibrated by {cfg.calibrate_iters}-step bisection so that the exact L0 ({l0_cal:.2f}) matches the "
+               f"encoder's L0 ({target:.2f}) on {nc} tokens")
+    else:
+        w = None if cp.weights is None else cp.weights.detach().double()
+        pen = {"lam1": float(cp.lam1), "lam2": float(cp.lam2), "weights": w}
+        how = f"the SAE's own penalty ({sae.arch}), converted to canonical F units (λ1′ = d_in·λ1/2, λ2′ = d_in·λ2)"
+    t1 = time.perf_counter()
+    res = solve(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=cfg.tol)
+    t_solve = time.perf_counter() - t1
+    z_star = res.codes
+    prob = prepare(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, nonneg=True)
+    P_enc, _, V_enc = gap_terms(z_enc, prob)
+    kkt_enc = kkt_residual(z_enc, V_enc, prob)
+    obj_gap = P_enc - res.objective
+    rel_err = (z_enc - z_star).norm(dim=1) / z_star.norm(dim=1).clamp_min(1e-12)
+    sup = _support_stats(z_enc, z_star)
+    x_hat_enc = z_enc @ D.T + b
+    x_hat_star = z_star @ D.T + b
+    fire_enc = (z_enc > 0).sum(0)
+    fire_star = (z_star > 0).sum(0)
+    dead_enc, dead_star = fire_enc == 0, fire_star == 0
+    N = Xp.shape[0]
+    t2 = time.perf_counter()
+    lip = _lipschitz(sae, Xp, X, z_enc, z_star, D, b, pen, cfg)
+    t_lip = time.perf_counter() - t2
+
+    def stats(t: Tensor) -> dict[str, float]:
+        a = t.numpy()
+        return {"mean": float(a.mean()), "median": float(np.median(a)), "p90": float(np.quantile(a, 0.9)), "max": float(a.max())}
+
+    summary = {
+        "n_tokens": N,
+        "objective_gap": stats(obj_gap),
+        "objective_gap_rel": stats(obj_gap / res.objective.clamp_min(1e-300)),
+        "min_objective_gap_minus_certificate": float((obj_gap + res.dual_gap).min()),
+        "exact_max_rel_dual_gap": float((res.dual_gap / res.objective.clamp_min(1e-300)).max()),
+        "exact_converged_fraction": float(res.converged.double().mean()),
+        "rel_code_error": stats(rel_err),
+        "support_jaccard": stats(sup["jaccard"]),
+        "support_precision": stats(sup["precision"]),
+        "support_recall": stats(sup["recall"]),
+        "kkt_violation_encoder": stats(kkt_enc),
+        "kkt_violation_exact_max": float(kkt_residual(z_star, gap_terms(z_star, prob)[2], prob).max()),
+        "fvu_encoder": metrics.fvu(Xp, x_hat_enc),
+        "fvu_exact": metrics.fvu(Xp, x_hat_star),
+        "l0_encoder": metrics.l0(z_enc),
+        "l0_exact": metrics.l0(z_star),
+        "dead_fraction_encoder": float(dead_enc.double().mean()),
+        "dead_fraction_exact": float(dead_star.double().mean()),
+        "dead_both": int((dead_enc & dead_star).sum()),
+        "dead_encoder_only": int((dead_enc & ~dead_star).sum()),
+        "dead_exact_only": int((~dead_enc & dead_star).sum()),
+        "lipschitz_encoder": {"median": float(np.median(lip["encoder_ratio"])), "max": float(lip["encoder_ratio"].max()),
+                              "global_bound_norm_W_enc": lip["encoder_bound"]},
+        "lipschitz_exact": {"median": float(np.median(lip["exact_ratio"])), "max": float(lip["exact_ratio"].max()),
+                            "theory_bound": lip["exact_bound"]},
+    }
+    penalty = {"lam1": pen["lam1"], "lam2": pen["lam2"], "adaptive_weights": pen["weights"] is not None,
+               "calibrated": calibrated, "how": how, "units": "canonical F units (SPEC §1)",
+               "input_space": "per-token normalised to norm sqrt(d_in)" if getattr(sae.cfg, "input_norm", "none") == "per_token" else "raw activations"}
+    arrays = {
+        "objective_gap": obj_gap.numpy(), "objective": res.objective.numpy(), "jaccard": sup["jaccard"].numpy(),
+        "freq_encoder": (fire_enc.double() / N).numpy(), "freq_exact": (fire_star.double() / N).numpy(),
+        "lipschitz_encoder": lip["encoder_ratio"], "lipschitz_exact": lip["exact_ratio"],
+        "lipschitz_exact_bound": lip["exact_bound"], "lipschitz_encoder_bound": lip["encoder_bound"],
+    }
+    timing = {"total_s": time.perf_counter() - t0, "solver_s": t_solve, "lipschitz_s": t_lip,
+              "solver_share": t_solve / max(time.perf_counter() - t0, 1e-9)}
+    return {"arch": sae.arch, "sae_cfg": sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else asdict(sae.cfg),
+            "config": asdict(cfg), "penalty": penalty, "summary": summary, "arrays": arrays, "timing": timing}
