@@ -505,6 +505,48 @@ def train_eval_split(source: Any, eval_fraction: float = 0.1) -> tuple[ChunkedSo
 
 
 # --------------------------------------------------------------------------- writing
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dtype: str = "float16",
+                     fmt: str = "npy") -> dict[str, Any]:
+    """Write ``x`` (n, d_in) as shard number ``index`` of ``folder``; return its manifest entry.
+
+    The file is written under a temporary name and moved into place, so a shard file that
+    exists is complete. Values that overflow ``dtype`` (float16: |x| > 65504) raise.
+    """
+    out = np.ascontiguousarray(np.asarray(x).astype(dtype))
+    if out.size and not np.isfinite(out).all():
+        big = float(np.abs(np.asarray(x, dtype=np.float64)).max())
+        raise ValueError(f"activations overflow {dtype} (largest |value| {big:.4g}); store float32 "
+                         "or drop outlier tokens")
+    name = f"shard_{index:05d}.{fmt}"
+    path = Path(folder) / name
+    tmp = path.with_name(f".tmp-{name}")
+    if fmt == "npy":
+        with open(tmp, "wb") as f:
+            np.save(f, out)
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({"activations": out}, str(tmp))
+    os.replace(tmp, path)
+    return {"file": name, "n_tokens": int(out.shape[0]), "sha256": sha256_file(path)}
+
+
+def write_manifest(folder: str | os.PathLike, d_in: int, dtype: str, shards: list[dict[str, Any]],
+                   metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``manifest.json`` (atomically) for the shards listed; a folder with one is complete."""
+    manifest = {"format": "geomsae-activations", "version": 1, "d_in": int(d_in), "dtype": dtype,
+                "n_tokens": sum(s["n_tokens"] for s in shards), "shards": shards, "metadata": metadata or {}}
+    path = Path(folder) / MANIFEST
+    _write_json_atomic(path, manifest)
+    return path
+
+
 class ShardWriter:
     """Write activations into a shard folder with a ``manifest.json``.
 
@@ -547,17 +589,9 @@ class ShardWriter:
 
     def _flush(self, n: int) -> None:
         cat = np.concatenate(self._pending)
-        out, rest = cat[:n].astype(self.dtype), cat[n:]
+        out, rest = cat[:n], cat[n:]
         self._pending, self._n_pending = [rest], len(rest)
-        name = f"shard_{len(self.shards):05d}.{self.fmt}"
-        path = self.folder / name
-        if self.fmt == "npy":
-            np.save(path, out)
-        else:
-            from safetensors.numpy import save_file
-
-            save_file({"activations": np.ascontiguousarray(out)}, str(path))
-        self.shards.append({"file": name, "n_tokens": int(n), "sha256": sha256_file(path)})
+        self.shards.append(write_shard_file(self.folder, len(self.shards), out, dtype=self.dtype, fmt=self.fmt))
 
     def close(self) -> Path:
         """Write the last shard and the manifest; return the folder."""
@@ -565,12 +599,7 @@ class ShardWriter:
             self._flush(self._n_pending)
         if not self.shards:
             raise ValueError("no activations were added")
-        manifest = {"format": "geomsae-activations", "version": 1, "d_in": self.d_in,
-                    "dtype": self.dtype, "n_tokens": sum(s["n_tokens"] for s in self.shards),
-                    "shards": self.shards, "metadata": self.metadata}
-        tmp = self.folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, self.folder / MANIFEST)
+        write_manifest(self.folder, self.d_in, self.dtype, self.shards, self.metadata)
         return self.folder
 
     def __enter__(self) -> ShardWriter:
