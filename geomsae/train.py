@@ -48,6 +48,7 @@ from torch import Tensor
 
 from geomsae import checkpoint as ckpt
 from geomsae.data import ActivationSource, ChunkedSource, open_source
+from geomsae.saes.base import per_token_scale
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -81,7 +82,10 @@ class TrainConfig:
     weights; 'per_token': the SAE rescales each token to norm sqrt(d_in) (kept in its config);
     'none': raw activations."""
     input_scale_tokens: int = 65_536
-    """Tokens (from the start of the seeded stream) used to estimate the dataset scale s."""
+    """Tokens (from the start of the seeded stream) used to estimate the dataset scale s and the mean."""
+    b_dec_init: Literal["mean", "zeros"] = "mean"
+    """Initial decoder bias: 'mean' of those tokens (in training space, so the SAE starts by
+    reconstructing the mean rather than spending latents on it), or 'zeros'."""
     dead_window_tokens: int = 1_000_000
     """A latent counts as dead in the log when it has not fired in this many training tokens."""
     log_every: int = 100
@@ -96,6 +100,9 @@ class TrainConfig:
     """Torch device: 'cpu', 'cuda', 'cuda:1', ... or 'auto' (cuda when available)."""
     dtype: Literal["float32"] = "float32"
     """Parameter and activation dtype (only float32 for now)."""
+    autocast: Literal["none", "bfloat16"] = "none"
+    """Mixed precision: 'bfloat16' runs forward and loss under torch.autocast (parameters, Adam and
+    the decoder constraint stay float32); meant for GPUs, where it roughly doubles throughput."""
     progress: bool = True
     """Show a tqdm progress bar (postfix: loss, fvu, l0, dead)."""
     deterministic: bool = True
@@ -123,10 +130,14 @@ class TrainConfig:
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise ValueError(f"betas == {self.betas!r}, must be two numbers in [0, 1)")
+        if self.b_dec_init not in ("mean", "zeros"):
+            raise ValueError(f"b_dec_init == {self.b_dec_init!r}, must be 'mean' or 'zeros'")
         if self.input_norm not in ("none", "per_token", "dataset"):
             raise ValueError(f"input_norm == {self.input_norm!r}, must be 'none', 'per_token' or 'dataset'")
         if self.dtype != "float32":
             raise ValueError(f"dtype == {self.dtype!r}, only 'float32' is supported")
+        if self.autocast not in ("none", "bfloat16"):
+            raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
 
 
 class TrainResult(NamedTuple):
@@ -160,18 +171,26 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * f
 
 
-def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_tokens: int) -> float:
-    """s = √(d_in / mean‖x‖²) over the first ``n_tokens`` rows of ``batches`` (float64 sums)."""
-    total, n = 0.0, 0
+def input_stats(batches: Iterator[Tensor] | list[Tensor], n_tokens: int, per_token: bool = False) -> tuple[float, Tensor]:
+    """(mean ‖x‖², (d_in,) float64 mean of x) over the first ``n_tokens`` rows of ``batches``;
+    with ``per_token`` the mean is that of the rows rescaled to norm √d_in (float64 sums)."""
+    total, n, vec = 0.0, 0, None
     for x in batches:
-        x = x[: n_tokens - n]
-        total += float(x.double().pow(2).sum())
+        x = x[: n_tokens - n].double()
+        total += float(x.pow(2).sum())
+        xs = x * per_token_scale(x) if per_token else x
+        vec = xs.sum(0) if vec is None else vec + xs.sum(0)
         n += x.shape[0]
         if n >= n_tokens:
             break
-    if n == 0 or total <= 0:
-        raise ValueError(f"cannot estimate the input scale: mean ‖x‖² == {total / max(n, 1)} over {n} tokens")
-    return math.sqrt(d_in / (total / n))
+    if n == 0 or total <= 0 or vec is None:
+        raise ValueError(f"cannot estimate the input statistics: mean ‖x‖² == {total / max(n, 1)} over {n} tokens")
+    return total / n, vec / n
+
+
+def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_tokens: int) -> float:
+    """s = √(d_in / mean‖x‖²) over the first ``n_tokens`` rows of ``batches`` (float64 sums)."""
+    return math.sqrt(d_in / input_stats(batches, n_tokens)[0])
 
 
 def _build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
@@ -263,6 +282,12 @@ def _deterministic(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def _autocast(mode: str, device: torch.device) -> Any:
+    if mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def _adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -380,18 +405,24 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
     it = src.batches(cfg.batch_size, seed=cfg.seed, shuffle=True, epochs=None if finite_epochs else 1,
                      start_batch=step, drop_last=True)
-    if fresh and cfg.input_norm == "dataset":
+    if fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean"):
+        per_token = sae.cfg.input_norm == "per_token"
         if isinstance(src, ChunkedSource):
             probe = src.batches(cfg.batch_size, seed=cfg.seed, epochs=1)  # at most one epoch
-            scale = estimate_input_scale(probe, src.d_in, min(cfg.input_scale_tokens, src.n_tokens))
+            msq, mean = input_stats(probe, min(cfg.input_scale_tokens, src.n_tokens), per_token)
         else:  # a stream can be read once: look at its head and put it back
             head = []
             for x in it:
                 head.append(x)
                 if sum(h.shape[0] for h in head) >= cfg.input_scale_tokens:
                     break
-            scale = estimate_input_scale(head, src.d_in, cfg.input_scale_tokens)
+            msq, mean = input_stats(head, cfg.input_scale_tokens, per_token)
             it = _chain(head, it)
+        if cfg.input_norm == "dataset":
+            scale = math.sqrt(src.d_in / msq)
+        if cfg.b_dec_init == "mean":
+            with torch.no_grad():  # b_dec in training space: s·mean (dataset scale), or the per-token-normalised mean
+                sae.b_dec.copy_((mean * (1.0 if per_token else scale)).to(sae.b_dec))
     meta = {"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -425,8 +456,9 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                out_ = sae(x)
-                lo = sae.loss(x, out_)
+                with _autocast(cfg.autocast, device):
+                    out_ = sae(x)
+                    lo = sae.loss(x, out_)
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss)):
                     _diverged(step, lo, lr, save, check_each_step, out)
                 mid_step = True

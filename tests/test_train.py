@@ -100,7 +100,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path, monkeypatch
 
     monkeypatch.setattr("geomsae.train._reset_moments", counting_reset)
     spec = {"arch": arch, "d_sae": 64, **extra}
-    kw = dict(steps=60, checkpoint_every=20, log_every=5, lr_warmup_steps=10, lr_decay="cosine", decay_start=0.5)
+    # b_dec at zero: the relu_l1 case needs latents to die (and be resampled) within 60 steps
+    kw = dict(steps=60, checkpoint_every=20, log_every=5, lr_warmup_steps=10, lr_decay="cosine", decay_start=0.5,
+              b_dec_init="zeros")
     whole = train(spec, X[:4096], cfg(out=str(tmp_path / "whole"), **kw))
 
     def stop_at_37(step, record):
@@ -267,3 +269,35 @@ def test_reset_moments_touches_only_the_masked_latents():
             keep[dim] = ~mask
             assert (v[tuple(sel)] == 0).all(), name
             assert torch.equal(v[tuple(keep)], old[tuple(keep)]), name
+
+
+@pytest.mark.parametrize("arch", ["aen", "topk"])
+def test_bfloat16_autocast_trains_and_stays_close_to_float32(toy, arch):
+    X, _ = toy
+    ref = train({"arch": arch, "d_sae": 64, **TOY[arch]}, X[:4096], cfg(steps=150))
+    bf = train({"arch": arch, "d_sae": 64, **TOY[arch]}, X[:4096], cfg(steps=150, autocast="bfloat16"))
+    assert all(p.dtype == torch.float32 for p in bf.sae.parameters())
+    f_ref = evaluate(ref.sae, X[4096:])["fvu"]
+    f_bf = evaluate(bf.sae, X[4096:])["fvu"]
+    assert f_bf < 0.5 and abs(f_bf - f_ref) < 0.1, (f_ref, f_bf)
+    assert not state_equal(ref.sae, bf.sae)  # the option did change the arithmetic
+    with pytest.raises(ValueError, match=r"autocast == 'fp8', must be 'none' or 'bfloat16'"):
+        TrainConfig(autocast="fp8")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("input_norm", ["dataset", "none", "per_token"])
+def test_b_dec_starts_at_the_mean_of_the_training_inputs(toy, input_norm):
+    X, _ = toy
+    X = X[:2048] + 3.0  # a large mean, as real activations have
+    res = train({"arch": "en", "d_sae": 64}, X, cfg(steps=1, lr=1e-12, input_norm=input_norm, input_scale_tokens=2048,
+                                                     batch_size=256))
+    Xd = torch.as_tensor(X, dtype=torch.float64)
+    if input_norm == "per_token":  # b_dec lives in the per-token-normalised space
+        want = (Xd * math.sqrt(32) / Xd.norm(dim=1, keepdim=True)).mean(0)
+    else:  # after folding the dataset scale, b_dec is in raw space again: the raw mean
+        want = Xd.mean(0)
+    torch.testing.assert_close(res.sae.b_dec.double(), want, rtol=1e-5, atol=1e-5)
+    zero = train({"arch": "en", "d_sae": 64}, X, cfg(steps=1, lr=1e-12, b_dec_init="zeros", batch_size=256))
+    assert float(zero.sae.b_dec.detach().abs().max()) < 1e-8
+    with pytest.raises(ValueError, match=r"b_dec_init == 'median', must be 'mean' or 'zeros'"):
+        TrainConfig(b_dec_init="median")  # type: ignore[arg-type]
