@@ -79,6 +79,36 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
     return out
 
 
+def _compare_arms(out_dir: Path, quick: bool) -> list[Path]:
+    """Train aen / en / relu_l1 / topk at ρ = 0.9 and compare each encoder with its exact map."""
+    from synthetic import compare_arms
+
+    cfg = compare_arms.CompareArmsConfig(starvation_preset="quick" if quick else "paper",
+                                         l0_target=4.0 if quick else 16.0,
+                                         out=f"runs/compare_arms_{'quick' if quick else 'paper'}")
+    run, _ = compare_arms.run(cfg)
+    out = []
+    for name in (compare_arms.FIGURE[0], compare_arms.TABLE):
+        shutil.copyfile(run / name, Path(out_dir) / name)
+        out.append(Path(out_dir) / name)
+    return out
+
+
+def _llm(out_dir: Path, quick: bool) -> list[Path]:
+    """Redraw the real-model figures from the committed results (the run itself takes hours)."""
+    from llm_eval import plots, report
+    from llm_eval.config import PRESETS
+
+    cfg = PRESETS["smollm2-cpu"]
+    if not (cfg.results_dir / "results.csv").exists():
+        raise FileNotFoundError(f"{cfg.results_dir / 'results.csv'} is missing: run "
+                                "`python -m llm_eval.starvation --preset smollm2-cpu` (hours on 2 CPU cores)")
+    report.write_report(cfg)
+    paths = plots.make_all(cfg, out_dir)
+    shutil.copyfile(cfg.results_dir / "summary.md", Path(out_dir) / "llm_summary.md")
+    return paths
+
+
 def _register_builtins() -> dict[str, str]:
     """Register the project's sources; returns {name: reason} for those skipped."""
     skipped: dict[str, str] = {}
@@ -91,6 +121,23 @@ def _register_builtins() -> dict[str, str]:
         "runs/starvation_<preset>/ (results.csv, matched.csv, verdicts.csv, firing_hist.csv, summary.md); "
         "figures/starvation_summary.md is a copy of the summary",
         dict(plots.FIGURES)))
+    from synthetic import compare_arms
+
+    register(Source(
+        "compare_arms", _compare_arms,
+        "Amortised vs exact on the spiked model at ρ = 0.9: aen, en, relu_l1, topk encoders against the exact "
+        "solution of their own objective (issue 6)",
+        "python -m synthetic.compare_arms   (geomsae compare on each SAE)",
+        "runs/compare_arms_<preset>/ (report.json, report.md, report.html); figures/compare_arms.md is the table",
+        {compare_arms.FIGURE[0]: compare_arms.FIGURE[1], compare_arms.TABLE: "the side-by-side table (markdown)"}))
+    from llm_eval import plots as llm_plots
+
+    register(Source(
+        "llm_eval", _llm,
+        "Feature starvation on SmolLM2-135M (layer 15 residual stream, Python docs): every arm against L0 (issue 7)",
+        "python -m llm_eval.starvation --preset smollm2-cpu   (figures here are redrawn from its committed results)",
+        "llm_eval/results/smollm2-cpu/ (results.csv, matched.csv, verdicts.csv, summary.md); "
+        "figures/llm_summary.md is a copy of the summary", dict(llm_plots.FIGURES)))
     try:
         pc = importlib.import_module("proofs_check")
         make = getattr(pc, "make_figures", None)

@@ -1,6 +1,6 @@
 """Feature-starvation benchmark on the spiked model (issue 4; SPEC §2, §3, §4, §5).
 
-    python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds: ≈ 5 min, 2 CPU cores
+    python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds: ≈ 9 min, 2 CPU cores
     python -m synthetic.starvation --preset paper --workers 16    # SPEC §4 sizes (see PRESETS for the time)
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
@@ -95,10 +95,10 @@ class StarvationConfig:
     """Bandwidth ε of the JumpReLU straight-through estimator."""
     dead_window_tokens: int = 6400
     """Training tokens without firing after which AuxK and resampling treat a latent as dead."""
-    resample_every: int = 167
+    resample_every: int = 134
     """Steps between resampling checks of relu_l1_resample (steps//3 + 1: two resamplings, the last
     a third of the run before the end, so resampled latents settle before evaluation)."""
-    steps: int = 500
+    steps: int = 400
     """Optimizer steps per SAE (training data: steps·batch_size fresh tokens, one epoch)."""
     batch_size: int = 128
     """Tokens per step."""
@@ -283,11 +283,8 @@ def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, see
     return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary, chance)
 
 
-def train_and_evaluate(cfg: StarvationConfig, arm_name: str, value: float, data: Data,
-                       seed: int) -> tuple[dict[str, Any], list[int]]:
-    """Train one SAE of ``arm_name`` with its knob at ``value``; (results row, firing histogram)."""
-    from geomsae import metrics
-    from geomsae.evaluate import evaluate
+def train_sae(cfg: StarvationConfig, arm_name: str, value: float, data: Data, seed: int) -> tuple[Any, dict[str, Any]]:
+    """Train one SAE of ``arm_name`` with its knob at ``value`` on ``data``; (SAE on the CPU in eval mode, fields)."""
     from geomsae.train import TrainConfig, train
 
     arm = ARMS[arm_name]
@@ -296,9 +293,19 @@ def train_and_evaluate(cfg: StarvationConfig, arm_name: str, value: float, data:
                        lr_warmup_steps=max(1, cfg.steps // 20), seed=seed, input_norm="dataset",
                        input_scale_tokens=min(65_536, data.x_train.shape[0]), dead_window_tokens=cfg.dead_window_tokens,
                        log_every=cfg.steps, checkpoint_every=0, out=None, device=cfg.device, progress=False)
-    t0 = time.perf_counter()
     res = train({"arch": arm.arch, "d_sae": cfg.m, **fields}, data.x_train, tcfg)
-    sae = res.sae.cpu().eval()
+    return res.sae.cpu().eval(), fields
+
+
+def train_and_evaluate(cfg: StarvationConfig, arm_name: str, value: float, data: Data,
+                       seed: int) -> tuple[dict[str, Any], list[int]]:
+    """Train one SAE of ``arm_name`` with its knob at ``value``; (results row, firing histogram)."""
+    from geomsae import metrics
+    from geomsae.evaluate import evaluate
+
+    arm = ARMS[arm_name]
+    t0 = time.perf_counter()
+    sae, fields = train_sae(cfg, arm_name, value, data, seed)
     ev = evaluate(sae, data.x_eval, true_dict=data.D, windows=tuple(sorted(cfg.eval_windows)))
     with torch.no_grad():
         codes = sae.encode(data.x_eval)

@@ -1,0 +1,56 @@
+"""python -m figures: the registry, the index it writes, and the compare_arms source at tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import figures
+from synthetic import compare_arms
+
+
+def _fake(name: str, fail: bool = False) -> figures.Source:
+    def make(out, quick):
+        if fail:
+            raise RuntimeError("boom")
+        path = out / f"{name}.png"
+        path.write_bytes(b"\x89PNG fake")
+        return [path]
+
+    return figures.Source(name, make, f"{name} figures", f"python -m {name}", f"runs/{name}", {f"{name}.png": "a plot"})
+
+
+def test_build_writes_the_index_and_keeps_going_past_a_failure(tmp_path):
+    reg = {"good": _fake("good"), "bad": _fake("bad", fail=True), "late": _fake("late")}
+    with pytest.raises(RuntimeError, match=r"figure source\(s\) failed: \{'bad': 'RuntimeError: boom'\}"):
+        figures.build(tmp_path, quick=True, registry=reg)
+    assert (tmp_path / "good.png").exists() and (tmp_path / "late.png").exists()  # the others still ran
+    index = (tmp_path / "README.md").read_text()
+    assert "`python -m figures --quick`" in index and "[good.png](good.png)" in index
+    assert "Not regenerated: RuntimeError: boom" in index and "- command: `python -m late`" in index
+    built = figures.build(tmp_path, quick=False, only=["late"], registry=reg)
+    assert list(built) == ["late"]
+    with pytest.raises(ValueError, match=r"unknown source\(s\) \['nope'\]"):
+        figures.build(tmp_path, only=["nope"], registry=reg)
+
+
+def test_builtin_sources_are_registered():
+    figures._register_builtins()
+    assert {"starvation", "compare_arms", "llm_eval", "proofs_check"} <= set(figures.REGISTRY)
+
+
+def test_compare_arms_tiny(tmp_path):
+    cfg = compare_arms.CompareArmsConfig(starvation_preset="tiny", l0_target=2.0, n_tokens=256, out=str(tmp_path))
+    out, reps = compare_arms.run(cfg)
+    assert [r["name"] for r in reps] == ["aen", "en", "relu_l1", "topk"]
+    doc = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in doc["runs"]] == ["aen", "en", "relu_l1", "topk"]
+    for r in doc["runs"]:
+        s = r["summary"]
+        assert s["min_objective_gap_minus_certificate"] >= -1e-9  # F(z_enc) >= F(z*) up to the certificate
+        assert s["exact_converged_fraction"] == 1.0
+    assert doc["runs"][3]["penalty"]["calibrated"] and not doc["runs"][0]["penalty"]["calibrated"]
+    assert (out / compare_arms.FIGURE[0]).stat().st_size > 10_000
+    table = (out / compare_arms.TABLE).read_text()
+    assert "| support Jaccard, mean |" in table and "k = the L0 target" in table
