@@ -341,6 +341,8 @@ class Config:
     """Smallest true magnitudes (magnitudes U[mag_low, 3]) of the recovery sweep."""
     pdw_k_sweep: int = 8
     """k of the noise / magnitude sweeps."""
+    amortised_train: int = 38_400
+    """Training samples of each SAE of the amortised-encoder check (300 steps × 128 tokens)."""
     tol: float = TOL
     """Certified relative duality gap of every exact solve."""
 

@@ -23,7 +23,7 @@ from proofs_check import lasso_instability as LI
 from proofs_check import lipschitz as L
 from proofs_check import support_recovery as SR
 from proofs_check._common import Config, equicorrelated, exact, single_thread, upper, verdict
-from synthetic import spiked_dictionary
+from synthetic import spiked, spiked_dictionary
 
 SET = settings(derandomize=True, max_examples=5, deadline=None)
 RHOS = st.sampled_from([0.0, 0.5, 0.9, 0.99])
@@ -232,6 +232,37 @@ def test_pdw_check_fails_with_wrong_weights():
     assert SR.agreement_check("sound", SR.recovery(D, X, Z, lam1=0.2, lam2=1e-2, weights=w)).holds
 
 
+# ---------------------------------------------------------------- amortised encoders
+@pytest.fixture(scope="module")
+def small_saes():
+    from proofs_check import amortised as A
+
+    d = spiked(n=16, m=48, k=3, rho=0.7, n_samples=4096 + 8, seed=3)
+    X = d.activations.astype(np.float64)
+    return {arch: A.train_sae(arch, X[:4096], 48, seed=0, steps=100) for arch in ("aen", "relu_l1")}, X[4096:]
+
+
+def test_encoder_jacobian_and_bound_hold(small_saes):
+    from proofs_check import amortised as A
+
+    saes, X = small_saes
+    for arch, sae in saes.items():
+        checks, data = A.encoder_checks(sae, X, label=arch)
+        assert all(c.holds for c in checks), [(c.name, c.measured, c.bound) for c in checks]
+        assert 0 < data["gain_max"] <= data["norm"] * (1 + 1e-9)
+        p = A.sae_problem(sae)
+        assert p["D"].shape == (16, 48) and (p["lam2"] > 0) == (arch == "aen")
+
+
+def test_encoder_checks_fail_when_broken(small_saes):
+    """Claiming a global bound below the encoder's actual ‖W_enc‖₂ must fail."""
+    from proofs_check import amortised as A
+
+    saes, X = small_saes
+    checks, data = A.encoder_checks(saes["aen"], X, claimed_norm=0.5 * A.encoder_checks(saes["aen"], X)[1]["gain_max"])
+    assert [c.holds for c in checks] == [True, False]
+
+
 # ---------------------------------------------------------------- report plumbing
 def test_verdict_words_come_from_numbers():
     assert verdict(upper("a", 0.95, 1.0)).startswith("tight")
@@ -246,7 +277,7 @@ def test_tiny_end_to_end_run(tmp_path):
 
     cfg = Config(n=12, m=36, k=3, rhos=(0.0, 0.9), lam2s=(0.1,), aen_lam2s=(0.1,), n_base=3, rounds=1, jac_samples=2,
                  lasso_rhos=(0.0, 0.9), lasso_samples=3, deltas=(1e-3,), pdw_rhos=(0.0, 0.9), pdw_ks=(2,), pdw_samples=3,
-                 pdw_noise=(0.0,), pdw_mag_lows=(1.0,), pdw_k_sweep=2)
+                 pdw_noise=(0.0,), pdw_mag_lows=(1.0,), pdw_k_sweep=2, amortised_train=2048)
     res = run_all(cfg, quick=True, progress=False)
     assert not [c.name for v in res.checks.values() for c in v if c.holds is False]
     figs = make_figures(tmp_path / "figures", results=res)
