@@ -217,3 +217,27 @@ def test_npy_pair_round_trip(tmp_path, gen):
     assert set(back.aux) == set(d.aux)
     for key in d.aux:
         np.testing.assert_array_equal(back.aux[key], d.aux[key])
+
+
+def test_cli_writes_the_pair_that_train_and_eval_read(tmp_path, capsys):
+    from geomsae.cli import main as geomsae_main
+    from synthetic.__main__ import main
+
+    assert main(["spiked", "--rho", "0.5", "--n", "16", "--m", "32", "--k", "2", "--n-samples", "1024",
+                 "--out", str(tmp_path / "d")]) == 0
+    X, D = np.load(tmp_path / "d" / "activations.npy"), np.load(tmp_path / "d" / "dictionary.npy")
+    assert X.shape == (1024, 16) and D.shape == (16, 32)
+    np.testing.assert_allclose(np.linalg.norm(D, axis=0), 1.0, rtol=1e-12)
+    assert main(["spiked", "--rho", "1.5", "--out", str(tmp_path / "bad")]) == 2
+    assert "rho == 1.5, must be in [0.0, 1.0)" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert geomsae_main(["train", "--arch", "topk", "--k", "2", "--data", str(tmp_path / "d" / "activations.npy"),
+                         "--d-sae", "32", "--steps", "30", "--batch-size", "64", "--no-progress", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert geomsae_main(["eval", str(run), "--data", str(tmp_path / "d" / "activations.npy"),
+                         "--true-dict", str(tmp_path / "d" / "dictionary.npy"), "--json"]) == 0
+    import json
+
+    doc = json.loads(capsys.readouterr().out)
+    assert {"fvu", "l0", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "mmcs", "recovery_rate",
+            "mcc"} <= set(doc)
