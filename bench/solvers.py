@@ -52,7 +52,7 @@ def run_sklearn(X, D, lam1, lam2, tol):
     return np.atleast_2d(model.coef_)
 
 
-def run_cvxpy(X, D, lam1, lam2):
+def run_cvxpy(X, D, lam1, lam2, tol=1e-8):
     import cvxpy as cp
 
     n, m = D.shape
@@ -62,7 +62,7 @@ def run_cvxpy(X, D, lam1, lam2):
     out = np.zeros((X.shape[0], m))
     for i, x in enumerate(X):
         y.value = x
-        prob.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+        prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol)
         out[i] = np.maximum(z.value, 0)
     return out
 
@@ -90,10 +90,14 @@ def bench(n, m, k, B, lam1, lam2, cvx_subset, seed=0):
             break
     rows.append((f"scikit-learn ElasticNet (tol={sk_tol:g})", B / t_sk, g_sk))
     sub = X[:cvx_subset]
-    t = time.perf_counter()
-    Zc = run_cvxpy(sub, D, lam1, lam2)
-    t_cvx = time.perf_counter() - t
-    rows.append((f"cvxpy Clarabel ({cvx_subset} samples, extrapolated)", cvx_subset / t_cvx, rel_gap(sub, D, Zc, lam1, lam2).max()))
+    for cvx_tol in (1e-8, 1e-10, 1e-12):  # likewise the loosest Clarabel tolerance that certifies <= 1e-8
+        t = time.perf_counter()
+        Zc = run_cvxpy(sub, D, lam1, lam2, cvx_tol)
+        t_cvx = time.perf_counter() - t
+        g_cvx = rel_gap(sub, D, Zc, lam1, lam2).max()
+        if g_cvx <= 1e-8:
+            break
+    rows.append((f"cvxpy Clarabel (tol={cvx_tol:g}; {cvx_subset} samples, extrapolated)", cvx_subset / t_cvx, g_cvx))
     support = (res.codes > 0).sum(1).mean()
     print(f"\n## n={n} m={m} k={k} B={B} lam1={lam1} lam2={lam2}  (mean solution support {support:.1f}, torch threads {torch.get_num_threads()})")
     print(f"{'method':52s} {'samples/s':>10s} {'ms/sample':>10s} {'worst rel gap':>14s}")
