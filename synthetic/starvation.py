@@ -1,6 +1,6 @@
 """Feature-starvation benchmark on the spiked model (issue 4; SPEC §2, §3, §4, §5).
 
-    python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds: ≈ 9 min, 2 CPU cores
+    python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds: ≈ 8 min, 2 CPU cores
     python -m synthetic.starvation --preset paper --workers 16    # SPEC §4 sizes (see PRESETS for the time)
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
