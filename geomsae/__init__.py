@@ -15,7 +15,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_LAZY = {"solvers", "saes", "metrics", "train", "checkpoint", "data", "activations", "compare"}
+_LAZY = {"solvers", "saes", "metrics", "train", "checkpoint", "data", "shards", "activations", "compare", "fidelity", "lm"}
 
 
 def load(path: Any, device: Any = "cpu") -> Any:

@@ -17,7 +17,7 @@ Tokens dropped (each counted in the manifest's ``metadata``):
   batch (after the BOS drop). The threshold is fixed once, recorded, and reused on resume.
 
 The cache: ``shard_00000.npy`` ... (float16 or float32, (tokens, d_model)) and, written last,
-``manifest.json`` (the :class:`geomsae.data.ShardWriter` format: d_in, dtype, n_tokens, every
+``manifest.json`` (the :class:`geomsae.shards.ShardWriter` format: d_in, dtype, n_tokens, every
 shard's file, token count and sha256; ``metadata`` holds model, layer, hook, dtype, context
 length, text source, split, the drop counts and the config). A shard holds the tokens of
 whole batches: it is closed after the batch that brings it to ``shard_tokens`` tokens or
@@ -51,7 +51,8 @@ import torch
 from torch import Tensor
 
 from geomsae import lm, text
-from geomsae.data import MANIFEST, _write_json_atomic, sha256_file, write_manifest, write_shard_file
+from geomsae.data import MANIFEST, sha256_file
+from geomsae.shards import _write_json_atomic, write_manifest, write_shard_file
 
 PROGRESS = "progress.json"
 TIMING = "timing.json"

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from geomsae.data import (
-    ChunkedSource,
-    IteratorSource,
-    ShardWriter,
-    open_source,
-    train_eval_split,
-    write_shards,
-)
+from geomsae.data import ChunkedSource, IteratorSource, open_source, train_eval_split
+from geomsae.shards import ShardWriter, write_shards
 
 
 def _ids(n: int = 1000, d_in: int = 8) -> np.ndarray:

@@ -112,7 +112,6 @@ def prepare(
     if not isinstance(nonneg, (bool, np.bool_)):
         raise TypeError(f"nonneg must be a bool, got {nonneg!r}")
     as_numpy = not isinstance(X, Tensor)
-    device = X.device if isinstance(X, Tensor) else None
     out_dtype = X.dtype if isinstance(X, Tensor) else torch.from_numpy(np.zeros(0, dtype=np.asarray(X).dtype)).dtype
     Xt = _as_tensor("X", X)
     Dt = _as_tensor("D", D, device=Xt.device)

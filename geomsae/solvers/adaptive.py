@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from geomsae.solvers._validate import _as_tensor, check_finite, check_lams
