@@ -77,7 +77,7 @@ def add_dataclass_args(
         if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             default = f.default_factory()  # type: ignore[misc]
         flag = "--" + prefix + f.name.replace("_", "-")
-        help_ = docs.get(f.name, "") + f" (default: {default!r})"
+        help_ = (docs.get(f.name, "") + f" (default: {default!r})").replace("%", "%%")  # argparse formats help with %
         kw: dict[str, Any] = dict(dest=prefix.replace("-", "_") + f.name, default=default, help=help_)
         origin = typing.get_origin(tp)
         if tp is bool:

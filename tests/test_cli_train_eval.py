@@ -97,3 +97,32 @@ def test_help_lists_the_documented_fields(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "--true-dict" in capsys.readouterr().out
+
+
+def test_every_command_line_prints_its_help(capsys):
+    """--help of every dataclass-driven command renders (argparse %-formats help: a docstring with
+    a bare '%' once crashed ``python -m llm_eval.starvation --help``)."""
+    import figures.__main__
+    import llm_eval.starvation
+    import proofs_check.__main__
+    import synthetic.__main__
+    import synthetic.compare_arms
+    import synthetic.starvation
+
+    for name, entry in [("llm_eval.starvation", llm_eval.starvation.main),
+                        ("synthetic.starvation", synthetic.starvation.main),
+                        ("synthetic.compare_arms", synthetic.compare_arms.main),
+                        ("synthetic", synthetic.__main__.main), ("proofs_check", proofs_check.__main__.main),
+                        ("figures", figures.__main__.main)]:
+        with pytest.raises(SystemExit) as e:
+            entry(["--help"])
+        assert e.value.code == 0, name
+        assert "--" in capsys.readouterr().out, name
+    for cmd in ["train", "eval", "compare", "harvest", "solve"]:
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0, cmd
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        llm_eval.starvation.main(["--help"])
+    assert "10 % of d_sae" in " ".join(capsys.readouterr().out.split())  # the '%' survives, unescaped
