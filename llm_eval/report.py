@@ -27,8 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from synthetic.report import SYMBOL, interpolate_at, mean_std, overall, read_csv, tally, verdict
-from synthetic.starvation import write_csv
+from synthetic.report import SYMBOL, interpolate_at, mean_std, overall, read_csv, tally, verdict, write_csv
+
 
 AEN = "aen"
 METRICS = ["l0", "fvu", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "shrinkage", "ce_recovered_zero",

@@ -10,9 +10,9 @@ Steps, each resumable (run the same command again after a crash or Ctrl-C):
 1. harvest ``train_tokens`` activations of the training documents and ``eval_tokens`` of the
    held-out documents (:func:`geomsae.activations.harvest`, BOS and massive-activation tokens
    dropped) into ``out/acts_train`` and ``out/acts_eval``;
-2. for every seed and arm (:data:`synthetic.starvation.ARMS`), train SAEs along the arm's
+2. for every seed and arm (:data:`synthetic.arms.ARMS`), train SAEs along the arm's
    sparsity knob — the ``topk_ks`` grid, or ``sweep_points`` values of λ placed by
-   :func:`synthetic.starvation.next_lambda` to bracket the ``l0_targets`` — with
+   :func:`synthetic.sweep.next_lambda` to bracket the ``l0_targets`` — with
    :func:`geomsae.train.train` (inputs scaled to E‖x‖² = d_in, the scale folded into the saved
    weights) into ``out/saes/<arm>_s<seed>_<param><value>``;
 3. evaluate each on the held-out activations (:func:`geomsae.evaluate.evaluate`) and splice it
@@ -42,7 +42,9 @@ import torch
 
 from geomsae.config_cli import add_dataclass_args, from_args
 from llm_eval.config import PRESETS, LLMStarvationConfig
-from synthetic.starvation import ARMS, next_lambda, write_csv
+from synthetic.arms import ARMS
+from synthetic.report import write_csv
+from synthetic.sweep import next_lambda
 
 BASE_COLUMNS = ["arm", "arch", "seed", "param", "value", "hparams", "l0", "fvu", "dead_fraction"]
 OTHER_COLUMNS = ["dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage", "ce_clean", "ce_patched",

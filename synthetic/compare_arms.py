@@ -47,7 +47,7 @@ class CompareArmsConfig:
     seed: int = 0
     """Seed of the data and the SAEs."""
     arms: tuple[str, ...] = ("aen", "en", "relu_l1", "topk")
-    """Arms to compare (names of synthetic.starvation.ARMS)."""
+    """Arms to compare (names of synthetic.arms.ARMS)."""
     l0_target: float = 4.0
     """The matched-L0 target whose λ (or k) each arm is trained at."""
     n_tokens: int = 4096
@@ -59,6 +59,7 @@ class CompareArmsConfig:
 def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     """arm -> (knob value, where it came from)."""
     from synthetic import starvation
+    from synthetic.arms import ARMS
     from synthetic.report import read_csv
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
@@ -66,7 +67,7 @@ def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     matched = read_csv(path) if path.exists() else []
     out = {}
     for arm in cfg.arms:
-        a = starvation.ARMS[arm]
+        a = ARMS[arm]
         hit = [r for r in matched if r["arm"] == arm and r["rho"] == cfg.rho and r["l0_target"] == cfg.l0_target
                and r["n_seeds"] > 0]
         if a.start is None:  # topk-type: k is the L0
@@ -85,6 +86,7 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
     from geomsae.compare import CompareConfig, compare_sae
     from geomsae.compare_report import write_reports
     from synthetic import starvation
+    from synthetic.arms import ARMS
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -94,7 +96,7 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
         sae, fields = starvation.train_sae(scfg, arm, value, data, cfg.seed)
         rep = compare_sae(sae, data.x_eval[: cfg.n_tokens], CompareConfig(n_tokens=cfg.n_tokens, seed=cfg.seed))
         rep["name"] = arm
-        rep["knob"] = {"param": starvation.ARMS[arm].param, "value": value, "source": why}
+        rep["knob"] = {"param": ARMS[arm].param, "value": value, "source": why}
         reps.append(rep)
         s = rep["summary"]
         print(f"compare_arms: {arm} {rep['knob']['param']}={value:g}: L0 enc {s['l0_encoder']:.2f} / exact "

@@ -52,6 +52,21 @@ ABLATION_METRICS = [("dead_fraction", False), ("recovery_rate", True), ("shrinka
 
 
 # --------------------------------------------------------------------------- reading
+def fmt(v: Any) -> str:
+    """CSV cell: floats with 10 significant digits, everything else as str."""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else format(v, ".10g")
+    return str(v)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([fmt(r[c]) for c in columns])
+
+
 def read_csv(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a CSV with numeric cells converted to float (seed to int)."""
     rows = []
@@ -302,7 +317,6 @@ def _figure_names() -> list[str]:
 
 def write_report(out_dir: str | Path, cfg: Any) -> dict[str, Path]:
     """Write matched.csv, verdicts.csv and summary.md from out_dir/results.csv; returns their paths."""
-    from synthetic.starvation import write_csv
 
     out = Path(out_dir)
     rows = read_csv(out / "results.csv")

@@ -26,13 +26,10 @@ no timing and are byte-identical.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
-import math
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +39,9 @@ import numpy as np
 import torch
 
 from geomsae.config_cli import add_dataclass_args, from_args
+from synthetic.arms import ARMS, Arm  # noqa: F401  (Arm re-exported)
+from synthetic.report import fmt, write_csv  # noqa: F401  (fmt re-exported)
+from synthetic.sweep import next_lambda
 
 
 @dataclass
@@ -149,42 +149,6 @@ class StarvationConfig:
         return Path(self.out) if self.out is not None else Path("runs") / f"starvation_{self.preset}"
 
 
-class Arm(NamedTuple):
-    """One arm of the comparison: an architecture, its fixed settings and its sparsity knob."""
-
-    arch: str
-    """Architecture name in :data:`geomsae.saes.ARCHS`."""
-    param: str
-    """The swept config field ('k' for TopK-type arms, else the l1/L0 coefficient)."""
-    fixed: Callable[[StarvationConfig], dict[str, Any]]
-    """Config fields besides ``param`` (may depend on the benchmark config)."""
-    start: Callable[[StarvationConfig], float] | None
-    """First λ of the adaptive sweep; None for a fixed k grid (``topk_ks``)."""
-
-
-def _adaptive(c: StarvationConfig) -> dict[str, Any]:
-    return dict(beta=c.adaptive_beta, warmup_steps=int(c.adaptive_warmup_frac * c.steps),
-                ramp_steps=int(c.adaptive_ramp_frac * c.steps))
-
-
-ARMS: dict[str, Arm] = {
-    "relu_l1": Arm("relu_l1", "lam", lambda c: {}, lambda c: c.lam_relu_l1),
-    "relu_l1_resample": Arm("relu_l1", "lam", lambda c: dict(resample=True, resample_every=c.resample_every,
-                                                              dead_window=c.dead_window_tokens),
-                            lambda c: c.lam_relu_l1),
-    "topk": Arm("topk", "k", lambda c: dict(auxk=False, tied_init=False), None),
-    "topk_auxk": Arm("topk", "k", lambda c: dict(auxk=True, tied_init=True, dead_window=c.dead_window_tokens), None),
-    "batchtopk": Arm("batchtopk", "k", lambda c: dict(auxk=True, tied_init=True, dead_window=c.dead_window_tokens),
-                     None),
-    "jumprelu": Arm("jumprelu", "lam", lambda c: dict(theta_init=c.jumprelu_theta_init,
-                                                      bandwidth=c.jumprelu_bandwidth), lambda c: c.lam_jumprelu),
-    "gated": Arm("gated", "lam", lambda c: {}, lambda c: c.lam_gated),
-    "en": Arm("en", "lam1", lambda c: dict(lam2=c.lam2), lambda c: c.lam_en),
-    "adaptive_lasso": Arm("adaptive_lasso", "lam1", _adaptive, lambda c: c.lam_adaptive_lasso),
-    "aen": Arm("aen", "lam1", lambda c: dict(lam2=c.lam2, **_adaptive(c)), lambda c: c.lam_aen),
-}
-"""The arms (SPEC §2). TopK without AuxK also has an untied encoder init; with AuxK, tied."""
-
 PRESETS: dict[str, StarvationConfig] = {
     # Seconds: two arms, two ρ, two seeds, tiny sizes (the tests).
     "tiny": StarvationConfig(preset="tiny", n=16, m=32, k=2, rhos=(0.0, 0.7), seeds=(0, 1),
@@ -215,44 +179,6 @@ def result_columns(cfg: StarvationConfig) -> list[str]:
     dead = [f"dead_at_{w}" for w in sorted(cfg.eval_windows)]
     return (["arm", "arch", "rho", "seed", "param", "value", "hparams"] + METRIC_COLUMNS + dead + OTHER_METRICS
             + TIMING_COLUMNS)
-
-
-# --------------------------------------------------------------------------- the λ sweep
-def next_lambda(points: list[tuple[float, float]], lo: float, hi: float, *, margin: float = 1.3,
-                slope0: float = -1.5) -> float | None:
-    """The next λ to try, given (λ, L0) pairs measured so far (L0 falls as λ grows).
-
-    1. No point has L0 >= ``hi``: step down from the densest point to aim at L0 = margin·hi.
-    2. No point has L0 <= ``lo``: step up from the sparsest point to aim at L0 = lo/margin.
-       The step uses the log-log slope of the two points nearest in λ (clamped to
-       [−4, −0.5]; ``slope0`` with one point), and a factor in [1.25, 30] either way.
-    3. Both brackets exist: the geometric mean of the adjacent pair (in λ order) whose L0
-       interval meets [lo, hi] with the widest log-L0 gap; None when every such pair is
-       closer than a factor 1.1 in λ (nothing left to refine).
-    The result is rounded to 3 significant digits. L0 is floored at 1e-3 before logs.
-    """
-    pts = sorted(points)
-    lams = [p[0] for p in pts]
-    l0s = [max(p[1], 1e-3) for p in pts]
-    if max(l0s) < hi or min(l0s) > lo:
-        down = max(l0s) < hi
-        i = l0s.index(max(l0s)) if down else len(l0s) - 1 - l0s[::-1].index(min(l0s))
-        goal = hi * margin if down else lo / margin
-        slope = slope0
-        j = i - 1 if i > 0 else i + 1
-        if 0 <= j < len(pts) and lams[j] != lams[i] and l0s[j] != l0s[i]:
-            slope = (math.log(l0s[j]) - math.log(l0s[i])) / (math.log(lams[j]) - math.log(lams[i]))
-            slope = min(-0.5, max(-4.0, slope))
-        ratio = math.exp((math.log(goal) - math.log(l0s[i])) / slope)
-        ratio = min(1 / 1.25, max(1 / 30, ratio)) if down else min(30.0, max(1.25, ratio))
-        return float(f"{lams[i] * ratio:.3g}")
-    best, gap = None, 0.0
-    for (la, a), (lb, b) in zip(zip(lams, l0s), zip(lams[1:], l0s[1:])):
-        if min(a, b) <= hi and max(a, b) >= lo and lb > 1.1 * la:
-            g = abs(math.log(a) - math.log(b))
-            if g > gap:
-                best, gap = math.sqrt(la * lb), g
-    return None if best is None else float(f"{best:.3g}")
 
 
 # --------------------------------------------------------------------------- one run
@@ -351,21 +277,6 @@ def run_cell(cfg: StarvationConfig, arm_name: str, rho: float, seed: int) -> lis
 
 
 # --------------------------------------------------------------------------- the whole benchmark
-def fmt(v: Any) -> str:
-    """CSV cell: floats with 10 significant digits, everything else as str."""
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else format(v, ".10g")
-    return str(v)
-
-
-def write_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([fmt(r[c]) for c in columns])
-
-
 def _row_key(cfg: StarvationConfig, r: dict[str, Any]) -> tuple:
     return (cfg.arms.index(r["arm"]), r["rho"], r["seed"], r["value"])
 
