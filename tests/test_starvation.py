@@ -12,7 +12,8 @@ import pytest
 
 from synthetic import report, starvation
 from synthetic.plots import FIGURES
-from synthetic.starvation import PRESETS, StarvationConfig, next_lambda, parse_config
+from synthetic.starvation import PRESETS, StarvationConfig, parse_config
+from synthetic.sweep import next_lambda
 
 
 def _tiny(out: Path, **kw) -> StarvationConfig:
