@@ -29,7 +29,6 @@ from typing import Any
 
 from synthetic.report import SYMBOL, interpolate_at, mean_std, overall, read_csv, tally, verdict, write_csv
 
-
 AEN = "aen"
 METRICS = ["l0", "fvu", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "shrinkage", "ce_recovered_zero",
            "ce_recovered_mean", "kl"]

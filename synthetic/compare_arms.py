@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from geomsae.config_cli import add_dataclass_args, from_args
+from synthetic.arms import ARMS
 
 FIGURE = ("compare_arms.png", "Encoder vs exact map on the spiked model (ρ = 0.9, quick sizes): per-latent firing "
           "frequency under the exact solution of each SAE's own objective (x) against under its encoder (y), dead "
@@ -59,7 +60,6 @@ class CompareArmsConfig:
 def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     """arm -> (knob value, where it came from)."""
     from synthetic import starvation
-    from synthetic.arms import ARMS
     from synthetic.report import read_csv
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
@@ -86,7 +86,6 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
     from geomsae.compare import CompareConfig, compare_sae
     from geomsae.compare_report import write_reports
     from synthetic import starvation
-    from synthetic.arms import ARMS
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 
 from geomsae.config_cli import add_dataclass_args, from_args
-from synthetic.arms import ARMS, Arm  # noqa: F401  (Arm re-exported)
-from synthetic.report import fmt, write_csv  # noqa: F401  (fmt re-exported)
+from synthetic.arms import ARMS
+from synthetic.report import write_csv
 from synthetic.sweep import next_lambda
 
 
