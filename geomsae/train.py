@@ -211,7 +211,7 @@ def _device(name: str) -> torch.device:
     return dev
 
 
-_RESUME_FIXED = ("batch_size", "seed", "input_norm", "input_scale_tokens", "betas", "adam_eps", "dtype")
+_RESUME_FIXED = ("batch_size", "seed", "data_seed", "input_norm", "input_scale_tokens", "betas", "adam_eps", "dtype")
 
 
 def _check_resume(saved: dict[str, Any], cfg: TrainConfig, spec: Any, doc: dict[str, Any], where: Path) -> None:
@@ -306,12 +306,12 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     from tqdm.auto import tqdm
 
     finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
-    it = src.batches(cfg.batch_size, seed=cfg.seed, shuffle=True, epochs=None if finite_epochs else 1,
+    it = src.batches(cfg.batch_size, seed=cfg.stream_seed, shuffle=True, epochs=None if finite_epochs else 1,
                      start_batch=step, drop_last=True)
     if fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean"):
         per_token = sae.cfg.input_norm == "per_token"
         if isinstance(src, ChunkedSource):
-            probe = src.batches(cfg.batch_size, seed=cfg.seed, epochs=1)  # at most one epoch
+            probe = src.batches(cfg.batch_size, seed=cfg.stream_seed, epochs=1)  # at most one epoch
             msq, mean = input_stats(probe, min(cfg.input_scale_tokens, src.n_tokens), per_token)
         else:  # a stream can be read once: look at its head and put it back
             head = []

@@ -36,6 +36,9 @@ class TrainConfig:
     """Clip the global gradient norm to this value (0: no clipping)."""
     seed: int = 0
     """Seed of the SAE's initialisation, of the data order and of the SAE's own randomness."""
+    data_seed: int | None = None
+    """Seed of the data order (and of the head used for the input statistics) when it must differ
+    from ``seed``, e.g. several init seeds trained on one stream; None: the same as ``seed``."""
     input_norm: Literal["none", "per_token", "dataset"] = "dataset"
     """'dataset': train on s·x with one scale s making E‖s·x‖² = d_in, folded into the saved
     weights; 'per_token': the SAE rescales each token to norm sqrt(d_in) (kept in its config);
@@ -67,11 +70,19 @@ class TrainConfig:
     deterministic: bool = True
     """Switch on torch.use_deterministic_algorithms while training (bit-exact CPU reruns)."""
 
+    @property
+    def stream_seed(self) -> int:
+        """The seed of the data order: ``data_seed``, or ``seed`` when that is None."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "input_scale_tokens", "dead_window_tokens"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
                 raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
+        if self.data_seed is not None and not (isinstance(self.data_seed, int) and not isinstance(self.data_seed, bool)
+                                                and self.data_seed >= 0):
+            raise ValueError(f"data_seed == {self.data_seed!r}, must be None or an integer >= 0")
         for name in ("lr_warmup_steps", "checkpoint_every", "keep_checkpoints", "seed"):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
