@@ -96,15 +96,14 @@ def _compare_arms(out_dir: Path, quick: bool) -> list[Path]:
 
 def _llm(out_dir: Path, quick: bool) -> list[Path]:
     """Redraw the real-model figures from the committed results (the run itself takes hours)."""
-    from llm_eval import plots, report
+    from llm_eval import starvation
     from llm_eval.config import PRESETS
 
     cfg = PRESETS["smollm2-cpu"]
     if not (cfg.results_dir / "results.csv").exists():
         raise FileNotFoundError(f"{cfg.results_dir / 'results.csv'} is missing: run "
                                 "`python -m llm_eval.starvation --preset smollm2-cpu` (hours on 2 CPU cores)")
-    report.write_report(cfg)
-    paths = plots.make_all(cfg, out_dir)
+    paths = starvation.report(cfg, out_dir)
     shutil.copyfile(cfg.results_dir / "summary.md", Path(out_dir) / "llm_summary.md")
     return paths
 

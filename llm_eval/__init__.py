@@ -2,8 +2,10 @@
 
 - :mod:`llm_eval.config` — :class:`LLMStarvationConfig` and the presets (smollm2-cpu, pythia70m, llama8b, tiny);
 - :mod:`llm_eval.starvation` — ``python -m llm_eval.starvation --preset NAME``: harvest, train, evaluate, splice;
-- :mod:`llm_eval.report`, :mod:`llm_eval.plots` — matched-L0 verdicts, summary.md and figures from results.csv.
+- :mod:`llm_eval.report` — the study's claims and prose (the report is :func:`geomsae.study.write_report`);
+- :mod:`llm_eval.plots` — the figures, from results.csv.
 
-Harvesting, the LM hooks and the fidelity metrics are library features (:mod:`geomsae.activations`,
-:mod:`geomsae.lm`, :mod:`geomsae.fidelity`); this folder only runs the experiment.
+Harvesting, the LM hooks, the fidelity metrics and the study engine (arms, sweeps, stacked
+training, matched L0, verdicts) are library features (:mod:`geomsae.activations`,
+:mod:`geomsae.lm`, :mod:`geomsae.fidelity`, :mod:`geomsae.study`); this folder only runs the experiment.
 """

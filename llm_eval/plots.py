@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from synthetic.plots import _colors, _plt, _save, _style
+from geomsae.study.plotstyle import arm_colors, hist_panel, line_style, pyplot, save
+from geomsae.study.tables import read_csv
 
 FIGURES: list[tuple[str, str]] = [
     ("llm_starvation_vs_l0.png", "Real model: dead fraction, FVU and CE loss recovered (mean ablation) of every SAE "
@@ -19,8 +20,8 @@ FIGURES: list[tuple[str, str]] = [
 
 
 def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[float], title: str) -> Path:
-    plt = _plt()
-    colors = _colors(arms)
+    plt = pyplot()
+    colors = arm_colors(arms)
     panels = [("dead_fraction", "dead fraction (held-out)"), ("fvu", "FVU (held-out)"),
               ("ce_recovered_mean", "CE loss recovered (mean ablation)")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -32,7 +33,7 @@ def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[
                     continue
                 x, y = zip(*pts)
                 ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
-                        label=arm if j == 0 else None, **_style(arm))
+                        label=arm if j == 0 else None, **line_style(arm))
         for t in targets:
             ax.axvline(t, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
@@ -41,14 +42,13 @@ def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, out / FIGURES[0][0])
+    return save(fig, out / FIGURES[0][0])
 
 
 def firing_hist(out: Path, rows: list[dict[str, Any]], hists: list[dict[str, Any]], arms: list[str],
                 tgt: float) -> Path:
-    plt = _plt()
+    plt = pyplot()
     bins = [c for c in hists[0] if c.startswith("bin_")]
-    edges = np.linspace(-8.0, 0.0, len(bins))
     seed0 = min(r["seed"] for r in rows)
     fig, axes = plt.subplots(1, len(arms), figsize=(2.4 * len(arms), 2.4), sharex=True, squeeze=False)
     for ax, arm in zip(axes[0], arms):
@@ -59,18 +59,15 @@ def firing_hist(out: Path, rows: list[dict[str, Any]], hists: list[dict[str, Any
             continue
         r, h = min(cand, key=lambda rh: abs(math.log(max(rh[0]["l0"], 1e-3) / tgt)))
         counts = np.array([h[b] for b in bins])
-        ax.stairs(counts[1:], edges, fill=True, alpha=0.7, color="black" if arm == "aen" else "tab:blue")
+        hist_panel(ax, counts, arm)
         ax.set_title(f"{arm}\nL0 {r['l0']:.0f}, dead {int(counts[0])}", fontsize=8)
-        ax.set_yticks([])
         ax.set_xlim(-5.5, 0)
         ax.set_xlabel("log10 firing freq.", fontsize=8)
-    return _save(fig, out / FIGURES[1][0])
+    return save(fig, out / FIGURES[1][0])
 
 
 def make_all(cfg: Any, out_dir: str | Path | None = None) -> list[Path]:
     """Draw :data:`FIGURES` from the CSVs in cfg.results_dir into out_dir (default: the same folder)."""
-    from synthetic.report import read_csv
-
     res = cfg.results_dir
     out = Path(out_dir) if out_dir is not None else res
     out.mkdir(parents=True, exist_ok=True)

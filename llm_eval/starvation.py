@@ -10,20 +10,25 @@ Steps, each resumable (run the same command again after a crash or Ctrl-C):
 1. harvest ``train_tokens`` activations of the training documents and ``eval_tokens`` of the
    held-out documents (:func:`geomsae.activations.harvest`, BOS and massive-activation tokens
    dropped) into ``out/acts_train`` and ``out/acts_eval``;
-2. for every seed and arm (:data:`synthetic.arms.ARMS`), train SAEs along the arm's
-   sparsity knob — the ``topk_ks`` grid, or ``sweep_points`` values of λ placed by
-   :func:`synthetic.sweep.next_lambda` to bracket the ``l0_targets`` — with
-   :func:`geomsae.train.train` (inputs scaled to E‖x‖² = d_in, the scale folded into the saved
-   weights) into ``out/saes/<arm>_s<seed>_<param><value>``;
-3. evaluate each on the held-out activations (:func:`geomsae.evaluate.evaluate`) and splice it
-   into the model on ``ce_contexts`` held-out contexts (:func:`geomsae.fidelity.lm_fidelity`:
-   CE loss recovered against zero and mean ablation — the mean of the training activations —
-   and the KL to the clean logits); append the row to ``results.csv`` at once;
-4. write ``matched.csv``, ``verdicts.csv``, ``summary.md`` (:mod:`llm_eval.report`) and the
-   figures (:mod:`llm_eval.plots`) into ``results`` (default ``llm_eval/results/<preset>``, the
-   small files that are committed; activations and SAEs stay in ``out``).
+2. sweep every (arm, seed) cell (:data:`geomsae.study.ARMS`) along the arm's sparsity knob in
+   rounds (:func:`geomsae.study.sweep`): the ``topk_ks`` grid, or ``sweep_points`` λ values that
+   bracket the ``l0_targets``. A round's SAEs of one architecture (every seed and λ, topk with
+   topk_auxk) train together by :func:`geomsae.train_stack.train_stack`, in stacks of at most
+   ``stack_size``, over the one shared activation cache (data order ``data_seed``; the seeds
+   differ in the init), into ``out/saes/<arm>_s<seed>_<param><value>`` (inputs scaled to
+   E‖x‖² = d_in, the scale folded into the saved weights);
+3. evaluate each on the held-out activations (:func:`geomsae.study.evaluation.evaluation_row`)
+   and splice it into the model on ``ce_contexts`` held-out contexts
+   (:func:`geomsae.fidelity.lm_fidelity`: CE loss recovered against zero and mean ablation — the
+   mean of the training activations — and the KL to the clean logits); write the row to
+   ``results.csv`` at once;
+4. write ``matched.csv``, ``verdicts.csv``, ``summary.md`` (:func:`geomsae.study.write_report`
+   with :data:`llm_eval.report.STUDY`) and the figures (:mod:`llm_eval.plots`) into ``results``
+   (default ``llm_eval/results/<preset>``, the small files that are committed; activations and
+   SAEs stay in ``out``).
 
-A row already in results.csv is never recomputed, so an interrupted run continues where it was.
+A row already in results.csv is never recomputed (the sweep reuses it and plans around it), and
+each stack resumes from its members' checkpoints, so an interrupted run continues where it was.
 ``config.json`` beside the results records the configuration; ``timing.json`` the throughputs.
 """
 
@@ -34,27 +39,26 @@ import dataclasses
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from geomsae.config_cli import add_dataclass_args, from_args
+from geomsae.config_cli import parse_config as parse_dataclass
+from geomsae.study import ARMS, Cell, Member, Run, sweep, tables, train_and_evaluate, train_round
+from geomsae.study.stack import train_config
 from llm_eval.config import PRESETS, LLMStarvationConfig
-from synthetic.arms import ARMS
-from synthetic.report import write_csv
-from synthetic.sweep import next_lambda
 
-BASE_COLUMNS = ["arm", "arch", "seed", "param", "value", "hparams", "l0", "fvu", "dead_fraction"]
-OTHER_COLUMNS = ["dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage", "ce_clean", "ce_patched",
+EXTRA_COLUMNS = ["dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage", "ce_clean", "ce_patched",
                  "ce_zero", "ce_mean", "ce_recovered_zero", "ce_recovered_mean", "kl", "train_tokens", "train_time_s",
                  "train_tokens_per_s"]
 
 
 def result_columns(cfg: LLMStarvationConfig) -> list[str]:
     """Columns of results.csv, in order."""
-    return BASE_COLUMNS + [f"dead_at_{w}" for w in sorted(cfg.eval_windows)] + OTHER_COLUMNS
+    return tables.result_columns((), cfg.eval_windows, EXTRA_COLUMNS)
 
 
 class Runner:
@@ -64,6 +68,8 @@ class Runner:
         self.cfg = cfg
         self.out, self.res = cfg.out_dir, cfg.results_dir
         self._lm: Any = None
+        self.runs: dict[tuple, tuple[dict[str, Any], list[int]]] = {}
+        self.t0 = time.perf_counter()
         self.timing: dict[str, Any] = {}
         tp = self.res / "timing.json"
         if tp.exists():
@@ -133,41 +139,42 @@ class Runner:
         self.res.mkdir(parents=True, exist_ok=True)
         (self.res / "timing.json").write_text(json.dumps(self.timing, indent=2) + "\n")
 
-    # ------------------------------------------------------------------ one SAE
-    def train_one(self, arm_name: str, seed: int, value: float, acts: Path, eval_acts: Path, ctx: torch.Tensor,
-                  mean: torch.Tensor, abl: dict[str, float]) -> tuple[dict[str, Any], list[int]]:
-        from geomsae.evaluate import evaluate
-        from geomsae.fidelity import lm_fidelity
-        from geomsae.train import TrainConfig, train
+    # ------------------------------------------------------------------ one stack
+    def sae_dir(self, m: Member) -> Path:
+        """Run folder of one SAE: out/saes/<arm>_s<seed>_<param><value>."""
+        param = ARMS[m.arm].param
+        v = int(m.value) if param == "k" else float(m.value)
+        return self.out / "saes" / f"{m.arm}_s{m.seed}_{param}{v:g}"
 
-        cfg, arm = self.cfg, ARMS[arm_name]
-        fields = {**arm.fixed(cfg), arm.param: int(value) if arm.param == "k" else float(value)}
-        name = f"{arm_name}_s{seed}_{arm.param}{fields[arm.param]:g}"
-        tcfg = TrainConfig(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_warmup_steps=max(1, cfg.steps // 20),
-                           seed=seed, input_norm="dataset", dead_window_tokens=cfg.dead_window_tokens,
-                           log_every=max(1, cfg.steps // 20), checkpoint_every=max(1, cfg.steps // 4),
-                           out=str(self.out / "saes" / name), device=cfg.device, autocast=cfg.autocast, progress=True)
-        t0 = time.perf_counter()
-        res = train({"arch": arm.arch, "d_sae": cfg.d_sae, **fields}, acts, tcfg, resume=True)
-        train_s = time.perf_counter() - t0
-        sae = res.sae.eval()
-        ev = evaluate(sae, eval_acts, windows=tuple(sorted(cfg.eval_windows)), device=cfg.device)
-        fid = lm_fidelity(self.lm().model, sae, ctx, cfg.layer, cfg.hook, mean_activation=mean,
-                          ablations={"ce_zero": abl["ce_zero"], "ce_mean": abl["ce_mean"]})
-        row: dict[str, Any] = {
-            "arm": arm_name, "arch": arm.arch, "seed": seed, "param": arm.param, "value": fields[arm.param],
-            "hparams": json.dumps(fields, sort_keys=True, separators=(",", ":")),
-            "l0": ev["l0"], "fvu": ev["fvu"], "dead_fraction": ev["dead_fraction"],
-            "dense_fraction": ev["dense_fraction"], "dense_fraction_001": ev["dense_fraction_001"],
-            "l2_ratio": ev["l2_ratio"], "rel_bias": ev["rel_bias"], "shrinkage": abs(ev["rel_bias"] - 1.0),
-            "ce_clean": fid["ce_clean"], "ce_patched": fid["ce_patched"], "ce_zero": fid["ce_zero"],
-            "ce_mean": fid["ce_mean"], "ce_recovered_zero": fid["ce_recovered_zero"],
-            "ce_recovered_mean": fid["ce_recovered_mean"], "kl": fid["kl_patched"], "train_tokens": res.tokens,
-            "train_time_s": train_s, "train_tokens_per_s": res.tokens / max(train_s, 1e-9),
-        }
-        for w in cfg.eval_windows:
-            row[f"dead_at_{w}"] = ev[f"dead_fraction_at_{w}"]
-        return row, list(ev["firing_histogram"]["counts"])
+    def train_stack(self, stack: list[Member], acts: Path, eval_acts: Path, ctx: torch.Tensor, mean: torch.Tensor,
+                    abl: dict[str, float]) -> list[Run]:
+        """Train one stack over the shared cache, evaluate and splice each member, save each row at once."""
+        from geomsae.fidelity import lm_fidelity
+
+        cfg = self.cfg
+        tcfg = train_config(cfg, data_seed=cfg.data_seed, log_every=max(1, cfg.steps // 20),
+                            checkpoint_every=max(1, cfg.steps // 4), out=None, progress=True)
+
+        def fidelity(m: Member, res: Any, row: dict[str, Any]) -> dict[str, Any]:
+            fid = lm_fidelity(self.lm().model, res.sae, ctx, cfg.layer, cfg.hook, mean_activation=mean,
+                              ablations={"ce_zero": abl["ce_zero"], "ce_mean": abl["ce_mean"]})
+            return {"ce_clean": fid["ce_clean"], "ce_patched": fid["ce_patched"], "ce_zero": fid["ce_zero"],
+                    "ce_mean": fid["ce_mean"], "ce_recovered_zero": fid["ce_recovered_zero"],
+                    "ce_recovered_mean": fid["ce_recovered_mean"], "kl": fid["kl_patched"], "train_tokens": res.tokens,
+                    "train_tokens_per_s": res.tokens / max(row["train_time_s"], 1e-9)}
+
+        return train_and_evaluate(stack, cfg, d_sae=cfg.d_sae, train_source=acts, eval_source=eval_acts, tcfg=tcfg,
+                                  extras=fidelity, outs=[self.sae_dir(m) for m in stack], resume=True,
+                                  on_run=self._record)
+
+    def _record(self, run: Run) -> None:
+        r = run.row
+        self.runs[run.member.key] = (r, run.hist)
+        self._write()
+        print(f"llm_eval: {r['arm']} seed {r['seed']} {r['param']}={r['value']:g}: L0 {r['l0']:.1f}, "
+              f"FVU {r['fvu']:.3f}, dead {100 * r['dead_fraction']:.1f} %, CE recovered "
+              f"(mean abl.) {r['ce_recovered_mean']:.3f} ({time.perf_counter() - self.t0:.0f} s)",
+              file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ everything
     def run(self) -> Path:
@@ -181,50 +188,23 @@ class Runner:
         mean = _mean_activation(open_source(acts))
         ctx = self.ce_contexts()
         abl = self.ablations(ctx, mean)
-        rows, hists = _load_rows(self.res, cfg)
-        t0 = time.perf_counter()
-        for seed in cfg.seeds:
-            for arm_name in cfg.arms:
-                arm = ARMS[arm_name]
-
-                def one(v: float) -> dict[str, Any]:
-                    key = (arm_name, seed, float(v))
-                    if key not in rows:
-                        row, hist = self.train_one(arm_name, seed, v, acts, eval_acts, ctx, mean, abl)
-                        rows[key], hists[key] = row, hist
-                        self._write(rows, hists)
-                        print(f"llm_eval: {arm_name} seed {seed} {arm.param}={v:g}: L0 {row['l0']:.1f}, "
-                              f"FVU {row['fvu']:.3f}, dead {100 * row['dead_fraction']:.1f} %, CE recovered "
-                              f"(mean abl.) {row['ce_recovered_mean']:.3f} ({time.perf_counter() - t0:.0f} s)",
-                              file=sys.stderr, flush=True)
-                    return rows[key]
-
-                if arm.start is None:
-                    for k in sorted(set(cfg.topk_ks)):
-                        one(float(k))
-                else:
-                    lo, hi = min(cfg.l0_targets), max(cfg.l0_targets)
-                    v: float | None = float(f"{arm.start(cfg):.3g}")
-                    tried: list[float] = []
-                    while v is not None and v not in tried and len(tried) < cfg.sweep_points:
-                        tried.append(v)
-                        one(v)
-                        v = next_lambda([(t, rows[(arm_name, seed, t)]["l0"]) for t in tried], lo, hi)
-        self._write(rows, hists)
+        known = tables.load_runs(self.res, ())
+        self.runs = dict(known)
+        self.t0 = time.perf_counter()
+        job = partial(self.train_stack, acts=acts, eval_acts=eval_acts, ctx=ctx, mean=mean, abl=abl)
+        cells = [Cell(a, (), s) for s in cfg.seeds for a in cfg.arms]
+        sweep(cfg, cells, lambda ms: train_round(ms, job, stack_size=cfg.stack_size), known=known)
+        if self.runs:
+            self._write()
         report(cfg)
         return self.res
 
-    def _write(self, rows: dict, hists: dict) -> None:
-        keys = sorted(rows, key=lambda k: (self.cfg.arms.index(k[0]) if k[0] in self.cfg.arms else 99, k[1], k[2]))
-        write_csv(self.res / "results.csv", result_columns(self.cfg), [rows[k] for k in keys])
-        n_bins = len(next(iter(hists.values())))
-        cols = ["arm", "seed", "value"] + [f"bin_{i}" for i in range(n_bins)]
-        write_csv(self.res / "firing_hist.csv", cols,
-                  [{"arm": k[0], "seed": k[1], "value": rows[k]["value"], **{f"bin_{i}": h for i, h in
-                                                                           enumerate(hists[k])}} for k in keys])
-        speeds = [rows[k]["train_tokens_per_s"] for k in keys]
-        self.timing["training"] = {"saes": len(keys), "median_tokens_per_s": round(float(np.median(speeds)), 1),
-                                   "total_train_s": round(sum(rows[k]["train_time_s"] for k in keys), 1)}
+    def _write(self) -> None:
+        keys = tables.write_runs(self.res, self.runs, result_columns(self.cfg), (), self.cfg.arms)
+        rows = [self.runs[k][0] for k in keys]
+        self.timing["training"] = {"saes": len(rows),
+                                   "median_tokens_per_s": round(float(np.median([r["train_tokens_per_s"] for r in rows])), 1),
+                                   "total_train_s": round(sum(r["train_time_s"] for r in rows), 1)}
         self._save_timing()
 
 
@@ -239,44 +219,27 @@ def _mean_activation(src: Any, n_tokens: int = 262_144) -> torch.Tensor:
     return (total / n).float()
 
 
-def _load_rows(res: Path, cfg: LLMStarvationConfig) -> tuple[dict, dict]:
-    """Rows of an earlier run's results.csv (and histograms), keyed by (arm, seed, value)."""
-    from synthetic.report import read_csv
-
-    rows: dict = {}
-    hists: dict = {}
-    if not (res / "results.csv").exists():
-        return rows, hists
-    for r in read_csv(res / "results.csv"):
-        key = (r["arm"], int(r["seed"]), float(r["value"]))
-        rows[key] = r
-    for h in read_csv(res / "firing_hist.csv"):
-        key = (h["arm"], int(h["seed"]), float(h["value"]))
-        hists[key] = [int(h[c]) for c in h if c.startswith("bin_")]
-    return rows, hists
-
-
-def report(cfg: LLMStarvationConfig) -> list[Path]:
-    """matched.csv, verdicts.csv, summary.md and the figures from results.csv."""
+def report(cfg: LLMStarvationConfig, figures_dir: str | Path | None = None) -> list[Path]:
+    """matched.csv, verdicts.csv and summary.md in cfg.results_dir, from its results.csv, and the
+    figures (into ``figures_dir``, default the same folder)."""
     from llm_eval import plots
     from llm_eval import report as rep
 
-    rep.write_report(cfg)
-    return plots.make_all(cfg)
+    rep.write(cfg)
+    return plots.make_all(cfg, figures_dir)
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[LLMStarvationConfig, argparse.Namespace]:
-    """Preset, then every field overridable as --kebab-case."""
+    """Preset, then every field overridable as --kebab-case; (config, namespace holding report_only)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS), default="smollm2-cpu")
     known, _ = pre.parse_known_args(argv)
-    p = argparse.ArgumentParser(prog="python -m llm_eval.starvation", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--report-only", action="store_true", help="redo matched.csv, summary.md and the figures")
-    add_dataclass_args(p, LLMStarvationConfig)
-    p.set_defaults(**dataclasses.asdict(PRESETS[known.preset]))
-    ns = p.parse_args(argv)
-    return from_args(LLMStarvationConfig, ns), ns
+
+    def extra(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--report-only", action="store_true", help="redo matched.csv, summary.md and the figures")
+
+    return parse_dataclass(LLMStarvationConfig, argv, defaults=PRESETS[known.preset], prog="python -m llm_eval.starvation",
+                           description=__doc__.split("\n\n")[0], add_extra=extra)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
     python -m synthetic.compare_arms --rho 0.5 --seed 1
 
 For one coherence ρ and seed, each arm is trained exactly as in the starvation benchmark
-(:func:`synthetic.starvation.train_sae`, the same data and settings of ``starvation_preset``),
+(:func:`geomsae.study.stack.train_members`, the same data and settings of ``starvation_preset``),
 with its knob at the value that the benchmark's matched-L0 table gives for ``l0_target``
 (``value_mean`` in ``runs/starvation_<preset>/matched.csv``; the arm's starting λ, or k =
 ``l0_target``, when that table is absent). Then :func:`geomsae.compare.compare_sae` solves every
@@ -18,7 +18,6 @@ encoder; one dead under both is starved by the objective itself.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -28,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from geomsae.config_cli import add_dataclass_args, from_args
-from synthetic.arms import ARMS
+from geomsae.config_cli import parse_config
+from geomsae.study import ARMS, Member
 
 FIGURE = ("compare_arms.png", "Encoder vs exact map on the spiked model (ρ = 0.9, quick sizes): per-latent firing "
           "frequency under the exact solution of each SAE's own objective (x) against under its encoder (y), dead "
@@ -48,7 +47,7 @@ class CompareArmsConfig:
     seed: int = 0
     """Seed of the data and the SAEs."""
     arms: tuple[str, ...] = ("aen", "en", "relu_l1", "topk")
-    """Arms to compare (names of synthetic.arms.ARMS)."""
+    """Arms to compare (names of geomsae.study.ARMS)."""
     l0_target: float = 4.0
     """The matched-L0 target whose λ (or k) each arm is trained at."""
     n_tokens: int = 4096
@@ -59,8 +58,8 @@ class CompareArmsConfig:
 
 def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     """arm -> (knob value, where it came from)."""
+    from geomsae.study.tables import read_csv
     from synthetic import starvation
-    from synthetic.report import read_csv
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
     path = scfg.out_dir / "matched.csv"
@@ -85,6 +84,7 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
 
     from geomsae.compare import CompareConfig, compare_sae
     from geomsae.compare_report import write_reports
+    from geomsae.study.stack import train_members
     from synthetic import starvation
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
@@ -92,8 +92,11 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
     data = starvation.make_data(scfg.n, scfg.m, scfg.k, cfg.rho, scfg.steps * scfg.batch_size, scfg.n_eval, cfg.seed)
     reps = []
     for arm, (value, why) in knob_values(cfg).items():
-        sae, fields = starvation.train_sae(scfg, arm, value, data, cfg.seed)
+        (res,), _ = train_members([Member(arm, (cfg.rho,), cfg.seed, value)], scfg, d_sae=scfg.m,
+                                  source=[data.x_train], tcfg=starvation.synthetic_train_config(scfg))
+        sae = res.sae.cpu().eval()
         rep = compare_sae(sae, data.x_eval[: cfg.n_tokens], CompareConfig(n_tokens=cfg.n_tokens, seed=cfg.seed))
+        rep = rep.to_dict() if hasattr(rep, "to_dict") else rep  # the dict form, whichever compare_sae returns
         rep["name"] = arm
         rep["knob"] = {"param": ARMS[arm].param, "value": value, "source": why}
         reps.append(rep)
@@ -160,9 +163,8 @@ def draw(reps: list[dict[str, Any]], path: Path, cfg: CompareArmsConfig) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic.compare_arms", description=__doc__.split("\n\n")[0])
-    add_dataclass_args(p, CompareArmsConfig)
-    cfg = from_args(CompareArmsConfig, p.parse_args(argv))
+    cfg, _ = parse_config(CompareArmsConfig, argv, prog="python -m synthetic.compare_arms",
+                          description=__doc__.split("\n\n")[0])
     out, _ = run(cfg)
     print((out / TABLE).read_text())
     return 0

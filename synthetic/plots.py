@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from geomsae.study.plotstyle import arm_colors, hist_panel, line_style, pyplot, save
+from geomsae.study.tables import read_csv
+
 FIGURES: list[tuple[str, str]] = [
     ("starvation_dead_vs_rho.png", "Dead fraction (held-out) at matched L0 against coherence ρ, one line per arm, "
      "mean ± std over seeds; one panel per L0 target"),
@@ -24,27 +27,6 @@ FIGURES: list[tuple[str, str]] = [
     ("starvation_shrinkage.png", "Shrinkage at matched L0 against ρ: relative reconstruction bias γ* (> 1: "
      "shrinkage) and l2 ratio ‖x̂‖/‖x‖ (< 1: shrinkage)"),
 ]
-DPI = 100
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _colors(arms: list[str]) -> dict[str, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10"]
-    return {a: ("black" if a == "aen" else cmap(i % 10)) for i, a in enumerate(arms)}
-
-
-def _style(arm: str) -> dict[str, Any]:
-    return dict(lw=2.5, zorder=5) if arm == "aen" else dict(lw=1.2)
 
 
 def _by(matched: list[dict[str, Any]], arm: str, tgt: float, metric: str) -> tuple[list, list, list]:
@@ -57,13 +39,13 @@ def _errorlines(ax: Any, matched: list, arms: list[str], tgt: float, metric: str
         x, y, e = _by(matched, arm, tgt, metric)
         x = [xx + (i - len(arms) / 2) * 0.004 for xx in x]  # dodge so error bars do not overlap
         ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2, color=colors[arm], label=arm,
-                    **_style(arm))
+                    **line_style(arm))
     ax.set_xlabel("coherence ρ")
     ax.grid(alpha=0.3)
 
 
 def dead_vs_rho(out: Path, matched: list, arms: list[str], targets: list[float], colors: dict) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(targets), figsize=(5 * len(targets), 4), squeeze=False)
     for ax, tgt in zip(axes[0], targets):
         _errorlines(ax, matched, arms, tgt, "dead_fraction", colors)
@@ -71,11 +53,11 @@ def dead_vs_rho(out: Path, matched: list, arms: list[str], targets: list[float],
         ax.set_ylabel("dead fraction (held-out)")
         ax.set_ylim(-0.02, 1.02)
     axes[0][-1].legend(fontsize=7, loc="upper left")
-    return _save(fig, out / FIGURES[0][0])
+    return save(fig, out / FIGURES[0][0])
 
 
 def frontier(out: Path, rows: list, matched: list, arms: list[str], targets: list[float], colors: dict) -> Path:
-    plt = _plt()
+    plt = pyplot()
     rhos = sorted({r["rho"] for r in rows})
     fig, axes = plt.subplots(1, len(rhos), figsize=(3.6 * len(rhos), 3.6), squeeze=False, sharey=True)
     for ax, rho in zip(axes[0], rhos):
@@ -85,7 +67,7 @@ def frontier(out: Path, rows: list, matched: list, arms: list[str], targets: lis
             m = [r for r in matched if r["arm"] == arm and r["rho"] == rho and r["n_seeds"] > 0]
             ax.errorbar([r["l0_target"] for r in m], [r["fvu_mean"] for r in m],
                         yerr=np.nan_to_num([r["fvu_std"] for r in m]), marker="D", ms=5, ls="-", capsize=2,
-                        color=colors[arm], label=arm, **_style(arm))
+                        color=colors[arm], label=arm, **line_style(arm))
         for t in targets:
             ax.axvline(t, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
@@ -95,11 +77,11 @@ def frontier(out: Path, rows: list, matched: list, arms: list[str], targets: lis
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("FVU (held-out)")
     axes[0][-1].legend(fontsize=6, loc="upper right")
-    return _save(fig, out / FIGURES[1][0])
+    return save(fig, out / FIGURES[1][0])
 
 
 def recovery_vs_rho(out: Path, rows: list, matched: list, arms: list[str], tgt: float, colors: dict) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, metric, title in zip(axes, ("recovery_rate", "mcc", "support_f1"),
                                  ("recovery rate (cos > 0.9)", "MCC (Hungarian)", "support F1")):
@@ -110,15 +92,13 @@ def recovery_vs_rho(out: Path, rows: list, matched: list, arms: list[str], tgt: 
     chance = [float(np.mean([r["recovery_chance"] for r in rows if r["rho"] == rho])) for rho in rhos]
     axes[0].plot(rhos, chance, "k--", lw=1, label="chance (mean atom)")
     axes[0].legend(fontsize=7)
-    return _save(fig, out / FIGURES[2][0])
+    return save(fig, out / FIGURES[2][0])
 
 
 def firing_hist(out: Path, rows: list, hists: list, arms: list[str], tgt: float) -> Path:
-    plt = _plt()
+    plt = pyplot()
     rhos = sorted({r["rho"] for r in rows})
     bins = [c for c in hists[0] if c.startswith("bin_")]
-    n_bins = len(bins) - 1
-    edges = np.linspace(-8.0, 0.0, n_bins + 1)
     fig, axes = plt.subplots(len(arms), len(rhos), figsize=(2.3 * len(rhos), 1.3 * len(arms) + 0.6),
                              sharex=True, squeeze=False)
     for i, arm in enumerate(arms):
@@ -132,9 +112,8 @@ def firing_hist(out: Path, rows: list, hists: list, arms: list[str], tgt: float)
                 l0 = {r["value"]: r["l0"] for r in rows if r["arm"] == arm and r["rho"] == rho and r["seed"] == seed}
                 best = min(cell, key=lambda h: abs(math.log(max(l0[h["value"]], 1e-3) / tgt)))
                 total += np.array([best[b] for b in bins])
-            ax.stairs(total[1:], edges, fill=True, alpha=0.7, color="black" if arm == "aen" else "tab:blue")
+            hist_panel(ax, total, arm)
             ax.text(0.03, 0.8, f"dead {int(total[0])}", transform=ax.transAxes, fontsize=7)
-            ax.set_yticks([])
             if i == 0:
                 ax.set_title(f"ρ = {rho:g}", fontsize=9)
             if j == 0:
@@ -142,11 +121,11 @@ def firing_hist(out: Path, rows: list, hists: list, arms: list[str], tgt: float)
     for ax in axes[-1]:
         ax.set_xlabel("log10 firing freq.", fontsize=8)
         ax.set_xlim(-4.5, 0)
-    return _save(fig, out / FIGURES[3][0])
+    return save(fig, out / FIGURES[3][0])
 
 
 def shrinkage(out: Path, matched: list, arms: list[str], tgt: float, colors: dict) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric, title in zip(axes, ("rel_bias", "l2_ratio"),
                                  ("relative reconstruction bias γ*", "l2 ratio ‖x̂‖/‖x‖")):
@@ -154,27 +133,18 @@ def shrinkage(out: Path, matched: list, arms: list[str], tgt: float, colors: dic
         ax.axhline(1.0, color="grey", ls=":")
         ax.set_title(f"{title} at L0 = {tgt:g}")
     axes[1].legend(fontsize=7)
-    return _save(fig, out / FIGURES[4][0])
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    _plt().close(fig)
-    return path
+    return save(fig, out / FIGURES[4][0])
 
 
 def make_all(run_dir: str | Path, cfg: Any, out_dir: str | Path | None = None) -> list[Path]:
     """Draw every figure of :data:`FIGURES` from the CSVs in ``run_dir`` into ``out_dir`` (default run_dir)."""
-    from synthetic.report import read_csv
-
     run = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run
     out.mkdir(parents=True, exist_ok=True)
     rows, matched, hists = read_csv(run / "results.csv"), read_csv(run / "matched.csv"), read_csv(run / "firing_hist.csv")
     arms = [a for a in cfg.arms if any(r["arm"] == a for r in rows)]
     targets = sorted(cfg.l0_targets)
-    colors = _colors(arms)
+    colors = arm_colors(arms)
     return [dead_vs_rho(out, matched, arms, targets, colors),
             frontier(out, rows, matched, arms, targets, colors),
             recovery_vs_rho(out, rows, matched, arms, targets[0], colors),

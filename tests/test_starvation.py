@@ -1,4 +1,5 @@
-"""The starvation benchmark: tiny end-to-end run, determinism, matched-L0 interpolation, verdict rule."""
+"""The synthetic starvation runner: tiny end-to-end run, determinism, its claims, its CLI; and the
+matched-L0 interpolation and verdict rule it reports with (geomsae.study)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from geomsae.study import matched, verdicts
 from synthetic import report, starvation
 from synthetic.plots import FIGURES
 from synthetic.starvation import PRESETS, StarvationConfig, parse_config
-from synthetic.sweep import next_lambda
 
 
 def _tiny(out: Path, **kw) -> StarvationConfig:
@@ -72,13 +73,25 @@ def _without(path: Path, drop: set[str]) -> list[list[str]]:
     return [[r[i] for i in keep] for r in rows]
 
 
+def _close(a: list[list[str]], b: list[list[str]]) -> None:
+    assert len(a) == len(b) and a[0] == b[0]
+    for ra, rb in zip(a[1:], b[1:]):
+        for c, x, y in zip(a[0], ra, rb):
+            try:
+                assert float(x) == pytest.approx(float(y), rel=1e-3, abs=1e-3), c
+            except ValueError:
+                assert x == y, c
+
+
 def test_same_seed_same_csv(tiny_run, tmp_path):
     cfg, out = tiny_run
+    # one cell alone (other stacks) gives the rows it has in the full run: each member equals its solo run
+    # (to float tolerance: batched products may sum in another order)
     small = dataclasses.replace(cfg, arms=("aen",), rhos=(0.7,), out=str(tmp_path / "b"))
     out2 = starvation.run(small)
     want = [r for r in _without(out / "results.csv", set(starvation.TIMING_COLUMNS))
             if r[0] in ("arm", "aen") and r[2] in ("rho", "0.7")]
-    assert _without(out2 / "results.csv", set(starvation.TIMING_COLUMNS)) == want
+    _close(_without(out2 / "results.csv", set(starvation.TIMING_COLUMNS)), want)
     # and a full rerun is byte-identical except for train_time_s
     out3 = starvation.run(dataclasses.replace(cfg, out=str(tmp_path / "c")))
     assert _without(out3 / "results.csv", {"train_time_s"}) == _without(out / "results.csv", {"train_time_s"})
@@ -86,24 +99,38 @@ def test_same_seed_same_csv(tiny_run, tmp_path):
     assert (out3 / "firing_hist.csv").read_bytes() == (out / "firing_hist.csv").read_bytes()
 
 
+def test_tiny_run_is_stacked_in_rounds(tiny_run):
+    cfg, out = tiny_run
+    timing = json.loads((out / "timing.json").read_text())
+    # round 1: 2 bracket λ x 2 ρ x 2 seeds per arm (8 each); round 2: one λ per cell (4 each)
+    assert timing["runs"] == 24 and timing["stacks"] == 4 and timing["largest_stack"] == 8
+    rows = _rows(out / "results.csv")
+    for arm, start in (("relu_l1", cfg.lam_relu_l1), ("aen", cfg.lam_aen)):
+        for rho in cfg.rhos:
+            for seed in cfg.seeds:
+                vals = sorted(float(r["value"]) for r in rows if r["arm"] == arm and float(r["rho"]) == rho
+                              and int(r["seed"]) == seed)
+                assert len(vals) == cfg.sweep_points and start / 2 in vals and start * 2 in vals
+
+
 def test_interpolation_hand_computed():
     pts = [(1.0, 8.0, {"fvu": 0.1}), (2.0, 2.0, {"fvu": 0.5}), (4.0, 0.5, {"fvu": 0.9})]
-    got = report.interpolate_at(pts, 4.0, ["fvu"])
+    got = matched.interpolate_at(pts, 4.0, ["fvu"])
     # log 4 is halfway between log 8 and log 2 -> t = 1/2
     assert got["t"] == pytest.approx(0.5)
     assert got["fvu"] == pytest.approx(0.3)
     assert got["value"] == pytest.approx(math.sqrt(2.0))
     # target 1 lies in the second pair: t = log(1/2)/log(1/4) = 1/2
-    assert report.interpolate_at(pts, 1.0, ["fvu"])["fvu"] == pytest.approx(0.7)
+    assert matched.interpolate_at(pts, 1.0, ["fvu"])["fvu"] == pytest.approx(0.7)
     # endpoints are included; outside the swept range there is no value (no extrapolation)
-    assert report.interpolate_at(pts, 8.0, ["fvu"])["fvu"] == pytest.approx(0.1)
-    assert report.interpolate_at(pts, 10.0, ["fvu"]) is None
-    assert report.interpolate_at(pts, 0.1, ["fvu"]) is None
+    assert matched.interpolate_at(pts, 8.0, ["fvu"])["fvu"] == pytest.approx(0.1)
+    assert matched.interpolate_at(pts, 10.0, ["fvu"]) is None
+    assert matched.interpolate_at(pts, 0.1, ["fvu"]) is None
     # order of the input does not matter (sorted by knob)
-    assert report.interpolate_at(pts[::-1], 4.0, ["fvu"])["fvu"] == pytest.approx(0.3)
+    assert matched.interpolate_at(pts[::-1], 4.0, ["fvu"])["fvu"] == pytest.approx(0.3)
     # a non-hand-picked t: L0 from 10 to 1, target 5 -> t = log 2 / log 10
     t = math.log(2) / math.log(10)
-    got = report.interpolate_at([(1, 10.0, {"m": 1.0}), (3, 1.0, {"m": 0.0})], 5.0, ["m"])
+    got = matched.interpolate_at([(1, 10.0, {"m": 1.0}), (3, 1.0, {"m": 0.0})], 5.0, ["m"])
     assert got["m"] == pytest.approx(1 - t)
 
 
@@ -112,7 +139,8 @@ def test_matched_table_mean_std():
     for seed, (f1, f2) in enumerate([(0.1, 0.5), (0.3, 0.7)]):
         rows += [dict(arm="x", rho=0.0, seed=seed, value=1.0, l0=8.0, fvu=f1),
                  dict(arm="x", rho=0.0, seed=seed, value=2.0, l0=2.0, fvu=f2)]
-    (m,) = report.matched_table(rows, [4.0], ["fvu"])
+    (m,) = matched.matched_table(rows, [4.0], ["fvu"], cell_keys=("rho",))
+    assert m["rho"] == 0.0
     assert m["n_seeds"] == 2
     assert m["fvu_mean"] == pytest.approx(0.4)  # seeds give 0.3 and 0.5
     assert m["fvu_std"] == pytest.approx(math.sqrt(0.02))
@@ -120,20 +148,20 @@ def test_matched_table_mean_std():
 
 def test_verdict_rule():
     # lower is better (dead fraction): AEN 0.1 vs other 0.5, small spread -> holds
-    assert report.verdict(0.1, 0.01, 3, 0.5, 0.02, 3, higher_is_better=False)[2] == "holds"
+    assert verdicts.verdict(0.1, 0.01, 3, 0.5, 0.02, 3, higher_is_better=False)[2] == "holds"
     # the other direction beyond 2 SE -> does not hold
-    assert report.verdict(0.5, 0.01, 3, 0.1, 0.02, 3, higher_is_better=False)[2] == "does not hold"
+    assert verdicts.verdict(0.5, 0.01, 3, 0.1, 0.02, 3, higher_is_better=False)[2] == "does not hold"
     # difference 0.1, SE = sqrt(0.1²/3 + 0.1²/3) ≈ 0.0816 -> 0.1 < 2 SE -> within noise
-    diff, se, lab = report.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True)
+    diff, se, lab = verdicts.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True)
     assert (diff, lab) == (pytest.approx(0.1), "within noise")
     assert se == pytest.approx(math.sqrt(2 * 0.01 / 3))
-    assert report.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True, se_factor=1.0)[2] == "holds"
+    assert verdicts.verdict(0.6, 0.1, 3, 0.5, 0.1, 3, higher_is_better=True, se_factor=1.0)[2] == "holds"
     # identical zero-spread values are within noise; < 2 seeds is n/a
-    assert report.verdict(0.0, 0.0, 3, 0.0, 0.0, 3, higher_is_better=False)[2] == "within noise"
-    assert report.verdict(0.0, math.nan, 1, 0.5, 0.1, 3, higher_is_better=False)[2] == "n/a"
-    assert report.overall(["holds", "holds", "within noise", "n/a"]) == "holds"
-    assert report.overall(["holds", "does not hold", "within noise"]) == "mixed"
-    assert report.overall(["n/a"]) == "n/a"
+    assert verdicts.verdict(0.0, 0.0, 3, 0.0, 0.0, 3, higher_is_better=False)[2] == "within noise"
+    assert verdicts.verdict(0.0, math.nan, 1, 0.5, 0.1, 3, higher_is_better=False)[2] == "n/a"
+    assert verdicts.overall(["holds", "holds", "within noise", "n/a"]) == "holds"
+    assert verdicts.overall(["holds", "does not hold", "within noise"]) == "mixed"
+    assert verdicts.overall(["n/a"]) == "n/a"
 
 
 def test_claim_d_flips_direction():
@@ -142,21 +170,12 @@ def test_claim_d_flips_direction():
           for s, v in (("mean", 0.0), ("std", 0.01))}
     aen = dict(base, arm="aen", **ms)
     en = dict(base, arm="en", **{**ms, "dead_fraction_mean": 0.5})  # EN starves much more
-    comps = report.comparisons([aen, en], 2.0)
+    comps = verdicts.comparisons([aen, en], report.CLAIMS, 2.0, ("rho",))
     a = next(c for c in comps if c["claim"] == "a")
     d = next(c for c in comps if c["claim"] == "d" and c["metric"] == "dead_fraction")
     assert a["verdict"] == "holds" and d["verdict"] == "does not hold"
     d_rec = next(c for c in comps if c["claim"] == "d" and c["metric"] == "recovery_rate")
     assert d_rec["verdict"] == "within noise"
-
-
-def test_next_lambda_brackets():
-    # too dense -> step up; too sparse -> step down; bracketed -> bisect in log λ
-    assert next_lambda([(0.01, 20.0)], 4, 6) > 0.01
-    assert next_lambda([(0.01, 1.0)], 4, 6) < 0.01
-    assert next_lambda([(0.01, 10.0), (0.04, 2.0)], 4, 6) == pytest.approx(0.02)
-    # adjacent λ values closer than a factor 1.1: nothing left to refine
-    assert next_lambda([(0.0100, 10.0), (0.0105, 2.0)], 4, 6) is None
 
 
 def test_config_cli_and_checks():

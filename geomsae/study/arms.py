@@ -1,13 +1,13 @@
-"""The arms of the starvation comparison (SPEC §2): an architecture, its fixed settings, its sparsity knob.
+"""The arms of the starvation comparison (docs/method.md §7.1): an architecture, its fixed settings, its knob.
 
-Shared by the synthetic runner (:mod:`synthetic.starvation`) and the real-model runner
-(:mod:`llm_eval.starvation`); an arm reads its settings from either runner's config (any
-object with the fields used below: ``lam_*``, ``lam2``, ``adaptive_*``, ``jumprelu_*``,
-``resample_every``, ``dead_window_tokens``, ``steps``).
+An arm reads its settings from a :class:`geomsae.study.settings.StudySettings` (the ``lam_*``,
+``lam2``, ``adaptive_*``, ``jumprelu_*``, ``resample_every``, ``dead_window_tokens`` and
+``steps`` fields), so every runner trains the same arm the same way.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,9 +20,9 @@ class Arm(NamedTuple):
     param: str
     """The swept config field ('k' for TopK-type arms, else the l1/L0 coefficient)."""
     fixed: Callable[[Any], dict[str, Any]]
-    """Config fields besides ``param`` (may depend on the benchmark config)."""
+    """Config fields besides ``param``, from the study settings."""
     start: Callable[[Any], float] | None
-    """First λ of the adaptive sweep; None for a fixed k grid (``topk_ks``)."""
+    """Centre of the first round of the λ sweep; None for a fixed k grid (``topk_ks``)."""
 
 
 def _adaptive(c: Any) -> dict[str, Any]:
@@ -46,4 +46,20 @@ ARMS: dict[str, Arm] = {
     "adaptive_lasso": Arm("adaptive_lasso", "lam1", _adaptive, lambda c: c.lam_adaptive_lasso),
     "aen": Arm("aen", "lam1", lambda c: dict(lam2=c.lam2, **_adaptive(c)), lambda c: c.lam_aen),
 }
-"""The arms (SPEC §2). TopK without AuxK also has an untied encoder init; with AuxK, tied."""
+"""The arms (docs/method.md §7.1). TopK without AuxK also has an untied encoder init; with AuxK, tied."""
+
+
+def arm_fields(settings: Any, arm_name: str, value: float) -> dict[str, Any]:
+    """The SAE config fields of ``arm_name`` with its knob at ``value`` (k as an int)."""
+    arm = ARMS[arm_name]
+    return {**arm.fixed(settings), arm.param: int(value) if arm.param == "k" else float(value)}
+
+
+def arm_spec(settings: Any, arm_name: str, value: float, d_sae: int) -> dict[str, Any]:
+    """``{"arch", "d_sae", **fields}``: what :func:`geomsae.train.train` and ``train_stack`` take."""
+    return {"arch": ARMS[arm_name].arch, "d_sae": d_sae, **arm_fields(settings, arm_name, value)}
+
+
+def hparams_json(fields: dict[str, Any]) -> str:
+    """The ``hparams`` cell of results.csv: the fields as compact, key-sorted JSON."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
