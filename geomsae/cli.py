@@ -1,7 +1,8 @@
 """The ``geomsae`` command line: one sub-command per module in :mod:`geomsae.commands`.
 
-Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; options
-come from the same dataclasses as the Python API (see :mod:`geomsae.config_cli`).
+Each command module exposes ``add_parser(subparsers, name)`` and ``run(args) -> int``; its
+options come from the same dataclasses as the Python API, through simple_parsing (see
+:mod:`geomsae.config_cli`).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
-# name -> module under geomsae.commands; imported lazily so `geomsae --help` is fast.
+from geomsae.config_cli import ArgumentParser
+
+# name -> module under geomsae.commands
 COMMANDS = {
     "solve": "solve",
     "train": "train",
@@ -20,30 +24,32 @@ COMMANDS = {
 }
 
 
+def _command_parser(*, parser_class: type[ArgumentParser] = ArgumentParser, **kwargs: Any) -> ArgumentParser:
+    """Parser of one command: a :class:`geomsae.config_cli.ArgumentParser`, or the subclass
+    a command asks for with ``subparsers.add_parser(name, parser_class=...)``."""
+    return parser_class(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geomsae", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_command_parser)
     for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"geomsae.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"geomsae.commands.{module}":
-                continue  # command not built yet
-            raise
-        mod.add_parser(sub, name)
+        importlib.import_module(f"geomsae.commands.{module}").add_parser(sub, name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "command", None):
-        parser.print_help()
-        return 2
+    command = argv[0] if argv else None  # the top-level parser takes no option but --help
     try:
+        args = parser.parse_args(argv)  # builds the configs: their checks raise ValueError here
+        if not getattr(args, "command", None):
+            parser.print_help()
+            return 2
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"geomsae {args.command}: error: {exc}", file=sys.stderr)
+        print(f"geomsae {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -16,10 +16,11 @@ matches the encoder's L0 on a calibration subset; the report says so.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -66,6 +67,208 @@ class CompareConfig:
             raise ValueError(f"tol == {self.tol!r}, must be in (0, 1)")
         if not (0 < self.lipschitz_eps < 1):
             raise ValueError(f"lipschitz_eps == {self.lipschitz_eps!r}, must be in (0, 1)")
+
+
+class Stats(NamedTuple):
+    """Summary of a per-token quantity over the tokens compared."""
+
+    mean: float
+    median: float
+    p90: float
+    """90th percentile."""
+    max: float
+
+    @classmethod
+    def of(cls, t: Tensor) -> Stats:
+        a = t.numpy()
+        return cls(float(a.mean()), float(np.median(a)), float(np.quantile(a, 0.9)), float(a.max()))
+
+
+class EncoderLipschitz(NamedTuple):
+    """Local Lipschitz ratios ‖Δz‖/‖Δx‖ of the encoder at ``lipschitz_tokens`` tokens."""
+
+    median: float
+    max: float
+    global_bound_norm_W_enc: float
+    """‖W_enc‖₂, a global bound of the (ReLU-type) encoder's ratio."""
+
+
+class ExactLipschitz(NamedTuple):
+    """Local Lipschitz ratios ‖Δz*‖/‖Δx‖ of the exact map at the same tokens and directions."""
+
+    median: float
+    max: float
+    theory_bound: float
+    """min(‖D‖₂/λ2′, 1/(2√λ2′)) for λ2′ > 0 (fixed weights), inf for the lasso."""
+
+
+class Penalty(NamedTuple):
+    """The problem solved exactly, and how its λ1 was chosen."""
+
+    lam1: float
+    """λ1′ in canonical F units."""
+    lam2: float
+    """λ2′ in canonical F units (0: the lasso)."""
+    adaptive_weights: bool
+    """True when w are the SAE's adaptive weights, False for w ≡ 1 (or relu_l1's ‖W_dec,j‖)."""
+    calibrated: bool
+    """True when λ1 was calibrated to the encoder's L0 (surrogate SAEs: topk, batchtopk, jumprelu, gated)."""
+    how: str
+    """One sentence for the report: where the penalty comes from."""
+    units: str
+    """Always 'canonical F units (SPEC §1)'."""
+    input_space: str
+    """'raw activations', or per-token normalised inputs for input_norm='per_token'."""
+
+
+@dataclass(frozen=True)
+class CompareSummary:
+    """The JSON-ready scalars of one comparison (the same input gives them bit for bit)."""
+
+    n_tokens: int
+    """Tokens compared, N."""
+    objective_gap: Stats
+    """F(z_enc) − F(z*) per token."""
+    objective_gap_rel: Stats
+    """(F(z_enc) − F(z*)) / F(z*) per token."""
+    min_objective_gap_minus_certificate: float
+    """min over tokens of gap + the exact solve's certified duality gap (≥ 0 up to rounding)."""
+    exact_max_rel_dual_gap: float
+    """Largest certified relative duality gap of the exact solves."""
+    exact_converged_fraction: float
+    """Share of the exact solves that reached ``tol``."""
+    rel_code_error: Stats
+    """‖z_enc − z*‖ / ‖z*‖ per token."""
+    support_jaccard: Stats
+    """|supp z_enc ∩ supp z*| / |supp z_enc ∪ supp z*| per token (1 when both are empty)."""
+    support_precision: Stats
+    """Share of the encoder's active latents active in z* too, per token."""
+    support_recall: Stats
+    """Share of z*'s active latents active in z_enc too, per token."""
+    kkt_violation_encoder: Stats
+    """KKT residual of z_enc per token."""
+    kkt_violation_exact_max: float
+    """Largest KKT residual of z* (≈ 0)."""
+    fvu_encoder: float
+    """FVU of D z_enc + b (inputs in problem space)."""
+    fvu_exact: float
+    """FVU of D z* + b."""
+    l0_encoder: float
+    """Mean active latents per token, encoder."""
+    l0_exact: float
+    """Mean active latents per token, exact map."""
+    dead_fraction_encoder: float
+    """Share of latents never active under the encoder on these tokens."""
+    dead_fraction_exact: float
+    """Share of latents never active under the exact map."""
+    dead_both: int
+    """Latents dead under both maps (starved by the objective)."""
+    dead_encoder_only: int
+    """Latents dead under the encoder only (starved by amortisation)."""
+    dead_exact_only: int
+    """Latents dead under the exact map only."""
+    lipschitz_encoder: EncoderLipschitz
+    """Local Lipschitz ratios of the encoder."""
+    lipschitz_exact: ExactLipschitz
+    """Local Lipschitz ratios of the exact map."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dicts (report.json's ``summary``)."""
+        return {f.name: v._asdict() if isinstance(v, tuple) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+
+@dataclass(frozen=True, eq=False)
+class CompareArrays:
+    """Per-token and per-latent arrays behind the report's figures."""
+
+    objective_gap: np.ndarray
+    """(N,) F(z_enc) − F(z*)."""
+    objective: np.ndarray
+    """(N,) F(z*)."""
+    jaccard: np.ndarray
+    """(N,) support Jaccard of z_enc and z*."""
+    freq_encoder: np.ndarray
+    """(d_sae,) firing frequency of each latent under the encoder."""
+    freq_exact: np.ndarray
+    """(d_sae,) firing frequency under the exact map."""
+    lipschitz_encoder: np.ndarray
+    """(n_lip,) local Lipschitz ratios of the encoder."""
+    lipschitz_exact: np.ndarray
+    """(n_lip,) local Lipschitz ratios of the exact map."""
+    lipschitz_exact_bound: float
+    """As :attr:`ExactLipschitz.theory_bound`."""
+    lipschitz_encoder_bound: float
+    """As :attr:`EncoderLipschitz.global_bound_norm_W_enc`."""
+
+
+class Timing(NamedTuple):
+    """Seconds spent (kept out of report.json, which is reproducible bit for bit)."""
+
+    total_s: float
+    solver_s: float
+    """In the exact solve of all N tokens."""
+    calibrate_s: float
+    """In the λ1 calibration (0 for exact penalties)."""
+    lipschitz_s: float
+    """In the local Lipschitz ratios."""
+    solver_share: float
+    """solver_s / total_s."""
+
+
+@dataclass(frozen=True, eq=False)
+class CompareResult:
+    """One SAE's encoder against the exact solution of its own problem (:func:`compare_sae`)."""
+
+    arch: str
+    """The SAE's architecture."""
+    sae_cfg: dict[str, Any]
+    """The SAE's config as a dict."""
+    config: CompareConfig
+    """The options of the comparison."""
+    penalty: Penalty
+    """The problem solved exactly."""
+    summary: CompareSummary
+    """JSON-ready scalars."""
+    arrays: CompareArrays
+    """Arrays for the figures."""
+    timing: Timing
+    """Seconds spent."""
+    name: str | None = None
+    """Label in the reports (e.g. the run folder's name); None: the arch. Set it with
+    ``dataclasses.replace(result, name=...)``."""
+
+    @property
+    def label(self) -> str:
+        """``name``, or the arch when no name was given."""
+        return self.name if self.name is not None else self.arch
+
+    def to_dict(self) -> dict[str, Any]:
+        """Legacy form, for callers not yet reading the fields (to be removed): the dict
+        :func:`compare_sae` used to return (``config``, ``penalty``, ``summary``, ``arrays``,
+        ``timing`` as plain dicts; ``name`` only when set)."""
+        out = {"arch": self.arch, "sae_cfg": self.sae_cfg, "config": asdict(self.config),
+               "penalty": self.penalty._asdict(), "summary": self.summary.to_dict(),
+               "arrays": {f.name: getattr(self.arrays, f.name) for f in dataclasses.fields(self.arrays)},
+               "timing": self.timing._asdict()}
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        """Legacy read-only ``result["summary"]`` (a key of :meth:`to_dict`), to be removed."""
+        return self.to_dict()[key]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CompareResult:
+        """Legacy, to be removed with :meth:`to_dict`: the result back from that form (keys a
+        caller added besides ``name``, e.g. a 'knob', are dropped)."""
+        typed = {"lipschitz_encoder": EncoderLipschitz, "lipschitz_exact": ExactLipschitz}
+        summary = CompareSummary(**{k: typed.get(k, Stats)(**v) if isinstance(v, dict) else v
+                                    for k, v in d["summary"].items()})
+        return cls(arch=d["arch"], sae_cfg=d["sae_cfg"], config=CompareConfig(**d["config"]),
+                   penalty=Penalty(**d["penalty"]), summary=summary, arrays=CompareArrays(**d["arrays"]),
+                   timing=Timing(**d["timing"]), name=d.get("name"))
 
 
 def problem_inputs(sae: Any, X: Tensor) -> Tensor:
@@ -151,12 +354,12 @@ def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor
     }
 
 
-def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> dict[str, Any]:
+def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareResult:
     """Compare ``sae``'s encoder with the exact solver on activations ``X`` (N, d_in).
 
-    Returns a dict: ``summary`` (JSON-ready scalars), ``penalty`` (the problem solved and
-    how λ1 was chosen), ``arrays`` (per-token and per-latent numpy arrays for figures) and
-    ``timing`` (seconds; kept apart so the summary is reproducible bit for bit).
+    Returns a :class:`CompareResult`: ``summary`` (JSON-ready scalars), ``penalty`` (the
+    problem solved and how λ1 was chosen), ``arrays`` (per-token and per-latent numpy arrays
+    for figures) and ``timing`` (seconds; kept apart so the summary is reproducible bit for bit).
     """
     cfg = cfg or CompareConfig()
     t0 = time.perf_counter()
@@ -205,48 +408,45 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> dict[str,
     lip = _lipschitz(sae, Xp, X, z_enc, z_star, D, b, pen, cfg)
     t_lip = time.perf_counter() - t2
 
-    def stats(t: Tensor) -> dict[str, float]:
-        a = t.numpy()
-        return {"mean": float(a.mean()), "median": float(np.median(a)), "p90": float(np.quantile(a, 0.9)), "max": float(a.max())}
-
-    summary = {
-        "n_tokens": N,
-        "objective_gap": stats(obj_gap),
-        "objective_gap_rel": stats(obj_gap / res.objective.clamp_min(1e-300)),
-        "min_objective_gap_minus_certificate": float((obj_gap + res.dual_gap).min()),
-        "exact_max_rel_dual_gap": float((res.dual_gap / res.objective.clamp_min(1e-300)).max()),
-        "exact_converged_fraction": float(res.converged.double().mean()),
-        "rel_code_error": stats(rel_err),
-        "support_jaccard": stats(sup["jaccard"]),
-        "support_precision": stats(sup["precision"]),
-        "support_recall": stats(sup["recall"]),
-        "kkt_violation_encoder": stats(kkt_enc),
-        "kkt_violation_exact_max": float(kkt_residual(z_star, gap_terms(z_star, prob)[2], prob).max()),
-        "fvu_encoder": metrics.fvu(Xp, x_hat_enc),
-        "fvu_exact": metrics.fvu(Xp, x_hat_star),
-        "l0_encoder": metrics.l0(z_enc),
-        "l0_exact": metrics.l0(z_star),
-        "dead_fraction_encoder": float(dead_enc.double().mean()),
-        "dead_fraction_exact": float(dead_star.double().mean()),
-        "dead_both": int((dead_enc & dead_star).sum()),
-        "dead_encoder_only": int((dead_enc & ~dead_star).sum()),
-        "dead_exact_only": int((~dead_enc & dead_star).sum()),
-        "lipschitz_encoder": {"median": float(np.median(lip["encoder_ratio"])), "max": float(lip["encoder_ratio"].max()),
-                              "global_bound_norm_W_enc": lip["encoder_bound"]},
-        "lipschitz_exact": {"median": float(np.median(lip["exact_ratio"])), "max": float(lip["exact_ratio"].max()),
-                            "theory_bound": lip["exact_bound"]},
-    }
-    penalty = {"lam1": pen["lam1"], "lam2": pen["lam2"], "adaptive_weights": pen["weights"] is not None,
-               "calibrated": calibrated, "how": how, "units": "canonical F units (SPEC §1)",
-               "input_space": "per-token normalised to norm sqrt(d_in)" if getattr(sae.cfg, "input_norm", "none") == "per_token" else "raw activations"}
-    arrays = {
-        "objective_gap": obj_gap.numpy(), "objective": res.objective.numpy(), "jaccard": sup["jaccard"].numpy(),
-        "freq_encoder": (fire_enc.double() / N).numpy(), "freq_exact": (fire_star.double() / N).numpy(),
-        "lipschitz_encoder": lip["encoder_ratio"], "lipschitz_exact": lip["exact_ratio"],
-        "lipschitz_exact_bound": lip["exact_bound"], "lipschitz_encoder_bound": lip["encoder_bound"],
-    }
+    summary = CompareSummary(
+        n_tokens=N,
+        objective_gap=Stats.of(obj_gap),
+        objective_gap_rel=Stats.of(obj_gap / res.objective.clamp_min(1e-300)),
+        min_objective_gap_minus_certificate=float((obj_gap + res.dual_gap).min()),
+        exact_max_rel_dual_gap=float((res.dual_gap / res.objective.clamp_min(1e-300)).max()),
+        exact_converged_fraction=float(res.converged.double().mean()),
+        rel_code_error=Stats.of(rel_err),
+        support_jaccard=Stats.of(sup["jaccard"]),
+        support_precision=Stats.of(sup["precision"]),
+        support_recall=Stats.of(sup["recall"]),
+        kkt_violation_encoder=Stats.of(kkt_enc),
+        kkt_violation_exact_max=float(kkt_residual(z_star, gap_terms(z_star, prob)[2], prob).max()),
+        fvu_encoder=metrics.fvu(Xp, x_hat_enc),
+        fvu_exact=metrics.fvu(Xp, x_hat_star),
+        l0_encoder=metrics.l0(z_enc),
+        l0_exact=metrics.l0(z_star),
+        dead_fraction_encoder=float(dead_enc.double().mean()),
+        dead_fraction_exact=float(dead_star.double().mean()),
+        dead_both=int((dead_enc & dead_star).sum()),
+        dead_encoder_only=int((dead_enc & ~dead_star).sum()),
+        dead_exact_only=int((~dead_enc & dead_star).sum()),
+        lipschitz_encoder=EncoderLipschitz(float(np.median(lip["encoder_ratio"])), float(lip["encoder_ratio"].max()),
+                                           lip["encoder_bound"]),
+        lipschitz_exact=ExactLipschitz(float(np.median(lip["exact_ratio"])), float(lip["exact_ratio"].max()),
+                                       lip["exact_bound"]),
+    )
+    per_token = getattr(sae.cfg, "input_norm", "none") == "per_token"
+    penalty = Penalty(lam1=pen["lam1"], lam2=pen["lam2"], adaptive_weights=pen["weights"] is not None,
+                      calibrated=calibrated, how=how, units="canonical F units (SPEC §1)",
+                      input_space="per-token normalised to norm sqrt(d_in)" if per_token else "raw activations")
+    arrays = CompareArrays(
+        objective_gap=obj_gap.numpy(), objective=res.objective.numpy(), jaccard=sup["jaccard"].numpy(),
+        freq_encoder=(fire_enc.double() / N).numpy(), freq_exact=(fire_star.double() / N).numpy(),
+        lipschitz_encoder=lip["encoder_ratio"], lipschitz_exact=lip["exact_ratio"],
+        lipschitz_exact_bound=lip["exact_bound"], lipschitz_encoder_bound=lip["encoder_bound"],
+    )
     total = time.perf_counter() - t0
-    timing = {"total_s": total, "solver_s": t_solve, "calibrate_s": t_cal, "lipschitz_s": t_lip,
-              "solver_share": t_solve / max(total, 1e-9)}
-    return {"arch": sae.arch, "sae_cfg": sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else asdict(sae.cfg),
-            "config": asdict(cfg), "penalty": penalty, "summary": summary, "arrays": arrays, "timing": timing}
+    timing = Timing(total_s=total, solver_s=t_solve, calibrate_s=t_cal, lipschitz_s=t_lip,
+                    solver_share=t_solve / max(total, 1e-9))
+    return CompareResult(arch=sae.arch, sae_cfg=sae.cfg.to_dict() if hasattr(sae.cfg, "to_dict") else asdict(sae.cfg),
+                         config=cfg, penalty=penalty, summary=summary, arrays=arrays, timing=timing)

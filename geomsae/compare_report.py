@@ -12,10 +12,14 @@ import html
 import io
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from geomsae.compare import CompareResult
 
 # (key in summary, label, format) rows of the side-by-side table
 ROWS = [
@@ -42,11 +46,16 @@ ROWS = [
 ]
 
 
-def _get(summary: dict, key: str) -> Any:
-    v: Any = summary
+def _get(rep: CompareResult, key: str) -> Any:
+    v: Any = rep.summary
     for part in key.split("."):
-        v = v[part]
+        v = getattr(v, part)
     return v
+
+
+def _results(reps: Sequence[CompareResult | dict[str, Any]]) -> list[CompareResult]:
+    """The reports as :class:`CompareResult`; a dict is the legacy ``CompareResult.to_dict()`` form."""
+    return [r if isinstance(r, CompareResult) else CompareResult.from_dict(r) for r in reps]
 
 
 def _fmt(v: Any, f: str) -> str:
@@ -61,18 +70,18 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def figures(rep: dict[str, Any]) -> dict[str, bytes]:
+def figures(rep: CompareResult) -> dict[str, bytes]:
     """PNG bytes of the four report figures."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    a = rep["arrays"]
-    name = rep.get("name", rep["arch"])
+    a = rep.arrays
+    name = rep.label
     out: dict[str, bytes] = {}
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    rel = np.maximum(a["objective_gap"] / np.maximum(a["objective"], 1e-300), 1e-16)
+    rel = np.maximum(a.objective_gap / np.maximum(a.objective, 1e-300), 1e-16)
     ax.hist(np.log10(rel), bins=40, color="C0")
     ax.set_xlabel("log10 relative objective gap (F(z_enc) − F(z*)) / F(z*)")
     ax.set_ylabel("tokens")
@@ -80,15 +89,15 @@ def figures(rep: dict[str, Any]) -> dict[str, bytes]:
     out["gap_hist"] = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.hist(a["jaccard"], bins=np.linspace(0, 1, 26), color="C1")
+    ax.hist(a.jaccard, bins=np.linspace(0, 1, 26), color="C1")
     ax.set_xlabel("support Jaccard (encoder vs exact)")
     ax.set_ylabel("tokens")
     ax.set_title(f"{name}: support agreement")
     out["jaccard_hist"] = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    fe, fs = a["freq_encoder"], a["freq_exact"]
-    n = rep["summary"]["n_tokens"]
+    fe, fs = a.freq_encoder, a.freq_exact
+    n = rep.summary.n_tokens
     floor = 0.5 / n
     pe, ps = np.maximum(fe, floor), np.maximum(fs, floor)
     alive = (fe > 0) & (fs > 0)
@@ -107,10 +116,10 @@ def figures(rep: dict[str, Any]) -> dict[str, bytes]:
     out["freq_scatter"] = _png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.boxplot([a["lipschitz_encoder"], a["lipschitz_exact"]], tick_labels=["encoder", "exact map"])
-    if np.isfinite(a["lipschitz_exact_bound"]):
-        ax.axhline(a["lipschitz_exact_bound"], color="C3", ls="--", label="exact-map bound")
-    ax.axhline(a["lipschitz_encoder_bound"], color="C2", ls=":", label="encoder bound ‖W_enc‖₂")
+    ax.boxplot([a.lipschitz_encoder, a.lipschitz_exact], tick_labels=["encoder", "exact map"])
+    if np.isfinite(a.lipschitz_exact_bound):
+        ax.axhline(a.lipschitz_exact_bound, color="C3", ls="--", label="exact-map bound")
+    ax.axhline(a.lipschitz_encoder_bound, color="C2", ls=":", label="encoder bound ‖W_enc‖₂")
     ax.set_yscale("log")
     ax.set_ylabel("local ‖Δz‖ / ‖Δx‖")
     ax.legend(fontsize=7)
@@ -120,49 +129,49 @@ def figures(rep: dict[str, Any]) -> dict[str, bytes]:
     return out
 
 
-def json_report(rep: dict[str, Any]) -> dict[str, Any]:
+def json_report(rep: CompareResult) -> dict[str, Any]:
     """The JSON-ready part of a report (no timings, per-latent frequencies as lists)."""
     return {
-        "arch": rep["arch"], "name": rep.get("name", rep["arch"]), "sae_cfg": rep["sae_cfg"], "config": rep["config"],
-        "penalty": rep["penalty"], "summary": rep["summary"],
-        "per_latent": {"freq_encoder": rep["arrays"]["freq_encoder"].tolist(), "freq_exact": rep["arrays"]["freq_exact"].tolist()},
+        "arch": rep.arch, "name": rep.label, "sae_cfg": rep.sae_cfg, "config": asdict(rep.config),
+        "penalty": rep.penalty._asdict(), "summary": rep.summary.to_dict(),
+        "per_latent": {"freq_encoder": rep.arrays.freq_encoder.tolist(), "freq_exact": rep.arrays.freq_exact.tolist()},
     }
 
 
-def markdown_table(reps: list[dict[str, Any]]) -> str:
-    names = [r.get("name", r["arch"]) for r in reps]
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(reps)]
+def markdown_table(reps: Sequence[CompareResult | dict[str, Any]]) -> str:
+    """The side-by-side table of :data:`ROWS`, one column per report (legacy dicts accepted)."""
+    reps = _results(reps)
+    lines = ["| metric | " + " | ".join(r.label for r in reps) + " |", "|---|" + "---|" * len(reps)]
     for key, label, f in ROWS:
-        lines.append(f"| {label} | " + " | ".join(_fmt(_get(r["summary"], key), f) for r in reps) + " |")
+        lines.append(f"| {label} | " + " | ".join(_fmt(_get(r, key), f) for r in reps) + " |")
     return "\n".join(lines)
 
 
-def markdown(reps: list[dict[str, Any]]) -> str:
+def markdown(reps: Sequence[CompareResult]) -> str:
     parts = ["# Amortised vs exact: encoder codes against the exact solution of the same objective", "",
-             f"{reps[0]['summary']['n_tokens']} held-out tokens. Problem solved for each SAE (canonical F units, SPEC §1):", ""]
+             f"{reps[0].summary.n_tokens} held-out tokens. Problem solved for each SAE (canonical F units, SPEC §1):", ""]
     for r in reps:
-        p = r["penalty"]
-        parts.append(f"- **{r.get('name', r['arch'])}**: λ1 = {p['lam1']:.6g}, λ2 = {p['lam2']:.6g}, "
-                     f"{'adaptive weights' if p['adaptive_weights'] else 'w ≡ 1'}; {p['how']}; inputs: {p['input_space']}.")
+        p = r.penalty
+        parts.append(f"- **{r.label}**: λ1 = {p.lam1:.6g}, λ2 = {p.lam2:.6g}, "
+                     f"{'adaptive weights' if p.adaptive_weights else 'w ≡ 1'}; {p.how}; inputs: {p.input_space}.")
     parts += ["", markdown_table(reps), "",
               "The objective gap is never below minus the exact solver's certified gap "
-              f"(min over tokens of gap + certificate: {min(r['summary']['min_objective_gap_minus_certificate'] for r in reps):.3g}).", ""]
+              f"(min over tokens of gap + certificate: {min(r.summary.min_objective_gap_minus_certificate for r in reps):.3g}).", ""]
     return "\n".join(parts)
 
 
-def html_page(reps: list[dict[str, Any]], pngs: list[dict[str, bytes]]) -> str:
-
+def html_page(reps: Sequence[CompareResult], pngs: list[dict[str, bytes]]) -> str:
     table_rows = []
-    names = [html.escape(r.get("name", r["arch"])) for r in reps]
+    names = [html.escape(r.label) for r in reps]
     table_rows.append("<tr><th>metric</th>" + "".join(f"<th>{n}</th>" for n in names) + "</tr>")
     for key, label, f in ROWS:
-        table_rows.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{html.escape(_fmt(_get(r['summary'], key), f))}</td>" for r in reps) + "</tr>")
+        table_rows.append(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{html.escape(_fmt(_get(r, key), f))}</td>" for r in reps) + "</tr>")
     body = ["<h1>Amortised vs exact</h1>", "<ul>"]
     for r in reps:
-        body.append(f"<li><b>{html.escape(r.get('name', r['arch']))}</b>: {html.escape(r['penalty']['how'])}</li>")
+        body.append(f"<li><b>{html.escape(r.label)}</b>: {html.escape(r.penalty.how)}</li>")
     body += ["</ul>", "<table>", *table_rows, "</table>"]
     for r, figs in zip(reps, pngs):
-        body.append(f"<h2>{html.escape(r.get('name', r['arch']))}</h2><div>")
+        body.append(f"<h2>{html.escape(r.label)}</h2><div>")
         for key, data in figs.items():
             b64 = base64.b64encode(data).decode()
             body.append(f'<img alt="{key}" src="data:image/png;base64,{b64}">')
@@ -171,8 +180,13 @@ def html_page(reps: list[dict[str, Any]], pngs: list[dict[str, bytes]]) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>geomsae compare</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 
-def write_reports(reps: list[dict[str, Any]], out: str | Path) -> Path:
-    """Write report.json, report.md, report.html (and timing.json) into ``out``; return it."""
+def write_reports(reps: Sequence[CompareResult | dict[str, Any]], out: str | Path) -> Path:
+    """Write report.json, report.md, report.html (and timing.json) into ``out``; return it.
+
+    ``reps`` are :func:`geomsae.compare.compare_sae` results (a dict is the legacy
+    ``CompareResult.to_dict()`` form, accepted until its callers are converted).
+    """
+    reps = _results(reps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = [figures(r) for r in reps]
@@ -180,5 +194,5 @@ def write_reports(reps: list[dict[str, Any]], out: str | Path) -> Path:
     (out / "report.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     (out / "report.md").write_text(markdown(reps))
     (out / "report.html").write_text(html_page(reps, pngs))
-    (out / "timing.json").write_text(json.dumps([{"name": r.get("name", r["arch"]), **r["timing"]} for r in reps], indent=1) + "\n")
+    (out / "timing.json").write_text(json.dumps([{"name": r.label, **r.timing._asdict()} for r in reps], indent=1) + "\n")
     return out

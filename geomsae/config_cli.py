@@ -89,6 +89,19 @@ class _Dataclass(DataclassWrapper):
         return self.dataclass.__qualname__
 
 
+class HelpFormatter(simple_parsing.SimpleHelpFormatter):
+    """simple_parsing's formatter (``(default: ...)`` after each option's help, descriptions kept
+    as written), without a default that says nothing: none (None, a required option, an on/off
+    switch such as --resume) or one the help already states."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_ = action.help
+        if help_ and (action.required or action.default is None or "(default" in help_
+                      or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))):
+            return help_
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(simple_parsing.ArgumentParser):
     """A ``simple_parsing.ArgumentParser`` with geomsae's option spelling (see the module doc).
 
@@ -99,6 +112,7 @@ class ArgumentParser(simple_parsing.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("add_option_string_dash_variants", DashVariant.DASH)
         kwargs.setdefault("conflict_resolution", ConflictResolution.NONE)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def add_arguments(self, dataclass: Any, dest: str, *, prefix: str = "", default: Any = None,

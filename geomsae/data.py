@@ -36,16 +36,15 @@ import torch
 from torch import Tensor
 
 from geomsae.shards import (  # noqa: F401 (MANIFEST, sha256_file: re-exported)
-    _DTYPES,
+    DTYPES,
     MANIFEST,
-    _ArrayShard,
-    _check_2d,
-    _FileShard,
-    _first_nonfinite,
-    _Shard,
+    ArrayShard,
+    FileShard,
+    Shard,
+    check_2d,
+    first_nonfinite,
     sha256_file,
 )
-
 
 
 def _check_batch_args(batch_size: int, epochs: int | None, start_batch: int) -> None:
@@ -93,7 +92,7 @@ class ActivationSource(ABC):
 class ChunkedSource(ActivationSource):
     """A finite source made of row ranges of shards, shuffled with a bounded buffer."""
 
-    def __init__(self, shards: list[_Shard], *, shuffle_buffer: int | None = None,
+    def __init__(self, shards: list[Shard], *, shuffle_buffer: int | None = None,
                  chunk_tokens: int | None = None, name: str = "source",
                  segments: list[tuple[int, int, int]] | None = None) -> None:
         if not shards:
@@ -158,7 +157,7 @@ class ChunkedSource(ActivationSource):
     def _load(self, group: list[tuple[int, int, int]]) -> np.ndarray:
         parts = [self.shards[i].read(a, b) for i, a, b in group]
         buf = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        bad = _first_nonfinite(buf)
+        bad = first_nonfinite(buf)
         if bad is not None:
             row, value = bad
             for i, a, b in group:
@@ -252,8 +251,8 @@ class IteratorSource(ActivationSource):
         if isinstance(item, Tensor):
             item = item.detach().cpu().float().numpy()
         a = np.asarray(item, dtype=np.float32)
-        _check_2d(a.shape, f"iterator item {index}", d_in)
-        bad = _first_nonfinite(a)
+        check_2d(a.shape, f"iterator item {index}", d_in)
+        bad = first_nonfinite(a)
         if bad is not None:
             raise ValueError(f"non-finite activation ({bad[1]}) in iterator item {index} row {bad[0]}")
         return a
@@ -307,12 +306,12 @@ def _open_folder(folder: Path, verify: str, **kw: Any) -> ChunkedSource:
     for key in ("d_in", "dtype", "shards"):
         if key not in m:
             raise ValueError(f"{str(mpath)!r} lacks the key {key!r}")
-    if m["dtype"] not in _DTYPES:
-        raise ValueError(f"{str(mpath)!r}: dtype == {m['dtype']!r}, must be one of {sorted(_DTYPES)}")
+    if m["dtype"] not in DTYPES:
+        raise ValueError(f"{str(mpath)!r}: dtype == {m['dtype']!r}, must be one of {sorted(DTYPES)}")
     if not m["shards"]:
         raise ValueError(f"{str(mpath)!r} lists no shards")
-    shards: list[_Shard] = [
-        _FileShard(folder / s["file"], key=s.get("key"), sha256=s.get("sha256"), verify=verify,
+    shards: list[Shard] = [
+        FileShard(folder / s["file"], key=s.get("key"), sha256=s.get("sha256"), verify=verify,
                    n_rows=s.get("n_tokens"), d_in=m["d_in"], dtype=m["dtype"])
         for s in m["shards"]
     ]
@@ -347,12 +346,12 @@ def open_source(data: Any, *, key: str | None = None, verify: str = "lazy",
         if path.is_dir():
             src = _open_folder(path, verify, **kw)
         elif path.suffix in (".npy", ".safetensors"):
-            src = ChunkedSource([_FileShard(path, key=key)], name=str(path), **kw)
+            src = ChunkedSource([FileShard(path, key=key)], name=str(path), **kw)
         else:
             raise ValueError(f"activation file {str(path)!r}: unknown suffix {path.suffix!r} "
                              "(expected .npy, .safetensors or a shard folder)")
     elif isinstance(data, (np.ndarray, Tensor)):
-        shard = _ArrayShard(data)
+        shard = ArrayShard(data)
         if shard.n_rows == 0:
             raise ValueError(f"the activation array has shape {tuple(shard.array.shape)}: 0 tokens")
         if kw["shuffle_buffer"] is None:

@@ -20,10 +20,12 @@ import torch
 from torch import Tensor
 
 MANIFEST = "manifest.json"
-_DTYPES = {"float16", "bfloat16", "float32"}
+DTYPES = {"float16", "bfloat16", "float32"}
+"""Dtypes a shard folder may store (its manifest's ``dtype``)."""
 
 
-def _check_2d(shape: tuple[int, ...], what: str, d_in: int | None = None) -> None:
+def check_2d(shape: tuple[int, ...], what: str, d_in: int | None = None) -> None:
+    """Raise ValueError naming ``what`` unless ``shape`` is (n_tokens, d_in >= 1), d_in as given."""
     if len(shape) != 2:
         raise ValueError(f"{what} has shape {tuple(shape)}, must be 2-D (n_tokens, d_in)")
     if shape[1] < 1:
@@ -32,7 +34,7 @@ def _check_2d(shape: tuple[int, ...], what: str, d_in: int | None = None) -> Non
         raise ValueError(f"{what} has d_in == {shape[1]}, expected d_in == {d_in}")
 
 
-def _first_nonfinite(a: np.ndarray, block: int = 1 << 14) -> tuple[int, float] | None:
+def first_nonfinite(a: np.ndarray, block: int = 1 << 14) -> tuple[int, float] | None:
     """(row, value) of the first non-finite entry of a 2-D array, or None (checked in row blocks)."""
     for start in range(0, len(a), block):
         part = a[start:start + block]
@@ -54,7 +56,7 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
 
 
 # --------------------------------------------------------------------------- reading
-class _Shard:
+class Shard:
     """A 2-D array, in memory or on disk, read by row ranges as float32 numpy."""
 
     name: str
@@ -65,7 +67,9 @@ class _Shard:
         raise NotImplementedError
 
 
-class _ArrayShard(_Shard):
+class ArrayShard(Shard):
+    """An in-memory (n, d_in) float array or tensor."""
+
     def __init__(self, array: Any, name: str = "array") -> None:
         if isinstance(array, Tensor):
             array = array.detach().cpu()
@@ -73,14 +77,14 @@ class _ArrayShard(_Shard):
         a = np.asarray(array)
         if a.dtype.kind not in "fiu":
             raise ValueError(f"{name} has dtype {a.dtype}, must be a float array")
-        _check_2d(a.shape, name)
+        check_2d(a.shape, name)
         self.array, self.name, self.n_rows, self.d_in = a, name, a.shape[0], a.shape[1]
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return np.asarray(self.array[start:stop], dtype=np.float32)
 
 
-class _FileShard(_Shard):
+class FileShard(Shard):
     """A .npy or .safetensors file; checks shape, dtype, size and (optionally) sha256."""
 
     def __init__(self, path: Path, *, key: str | None = None, sha256: str | None = None,
@@ -100,7 +104,7 @@ class _FileShard(_Shard):
             raise ValueError(f"activation file {str(path)!r} {exc.args[0]}") from exc
         except Exception as exc:  # numpy and safetensors raise various types on bad files
             raise ValueError(f"activation file {str(path)!r} is corrupted or truncated: {exc}") from exc
-        _check_2d(shape, f"activation file {str(path)!r}", d_in)
+        check_2d(shape, f"activation file {str(path)!r}", d_in)
         if shape[0] == 0:
             raise ValueError(f"activation file {str(path)!r} holds 0 tokens")
         if n_rows is not None and shape[0] != n_rows:
@@ -229,8 +233,8 @@ class ShardWriter:
         if isinstance(x, Tensor):
             x = x.detach().cpu().float().numpy()
         a = np.asarray(x, dtype=np.float32)
-        _check_2d(a.shape, "the activation batch", self.d_in)
-        bad = _first_nonfinite(a)
+        check_2d(a.shape, "the activation batch", self.d_in)
+        bad = first_nonfinite(a)
         if bad is not None:
             raise ValueError(f"non-finite activation ({bad[1]}) in the batch row {bad[0]}")
         self._pending.append(a)
@@ -264,7 +268,7 @@ class ShardWriter:
 def write_shards(folder: str | os.PathLike, x: Any, **kw: Any) -> Path:
     """Write one (n, d_in) array as a shard folder (see :class:`ShardWriter` for options)."""
     a = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-    _check_2d(a.shape, "the activation array")
+    check_2d(a.shape, "the activation array")
     with ShardWriter(folder, a.shape[1], **kw) as w:
         w.add(a)
     return Path(folder)

@@ -83,17 +83,25 @@ def test_help_lists_the_documented_fields(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "--help"])
     assert e.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
     for flag, doc in [("--lr-warmup-steps", "Steps of linear learning-rate warm-up"),
                       ("--checkpoint-every", "Steps between checkpoints"),
-                      ("--input-norm", "'dataset': train on s·x"),
-                      ("--lam1", "[en, adaptive_lasso, aen]"), ("--k", "[topk, batchtopk]")]:
+                      ("--input-norm", "'dataset': train on s·x"), ("--arch", "SAE architecture")]:
         assert flag in text and doc in text, flag
+    # without --arch: one line per architecture naming its options
+    assert "\n  en              --lam1 --lam2\n" in out
+    assert "\n  topk            --k --auxk/--no-auxk " in out
     with pytest.raises(SystemExit):
         main(["train", "--arch", "aen", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--lam1" in text and "--warmup-steps" in text and "(default: 0.005)" in text
+    assert "AENConfig: Options of --arch aen" in text
+    assert "--lam1 float Adaptive l1 coefficient" in text and "--warmup-steps" in text and "(default: 0.005)" in text
     assert "--k " not in text and "--steps" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--arch", "topk", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--k int Number of active latents" in text and "--tied-init, --no-tied-init" in text and "--lam1" not in text
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     assert "--true-dict" in capsys.readouterr().out
@@ -101,7 +109,8 @@ def test_help_lists_the_documented_fields(capsys):
 
 def test_every_command_line_prints_its_help(capsys):
     """--help of every dataclass-driven command renders (argparse %-formats help: a docstring with
-    a bare '%' once crashed ``python -m llm_eval.starvation --help``)."""
+    a bare '%' once crashed ``python -m llm_eval.starvation --help``); each geomsae command's
+    options are checked in tests/test_cli_commands.py."""
     import figures.__main__
     import llm_eval.starvation
     import proofs_check.__main__
@@ -122,7 +131,35 @@ def test_every_command_line_prints_its_help(capsys):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0, cmd
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        llm_eval.starvation.main(["--help"])
-    assert "10 % of d_sae" in " ".join(capsys.readouterr().out.split())  # the '%' survives, unescaped
+    # a '%' in a field docstring: tests/test_cli_config.py::test_preset_defaults_and_extra_flags
+
+
+def test_evaluate_returns_a_typed_result_and_its_legacy_dict(files):
+    import dataclasses
+
+    from geomsae.evaluate import DeadAtWindow, EvalResult, evaluate
+    from geomsae.saes import make
+
+    torch.manual_seed(0)
+    sae = make("aen", 16, 32)
+    X = np.load(files / "x.npy")
+    res = evaluate(sae, X, true_dict=np.load(files / "D.npy"), windows=(100, 1000, 10**6), batch_size=300)
+    assert isinstance(res, EvalResult) and res.n_tokens == 2048
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.fvu = 0.0
+    assert res.dead_windows == (DeadAtWindow(100, res.dead_fraction_at(100)), DeadAtWindow(1000, res.dead_fraction_at(1000)))
+    with pytest.raises(KeyError, match="window 1000000 was not evaluated"):
+        res.dead_fraction_at(10**6)
+    assert res.firing_frequencies.shape == (32,) and sum(res.firing_histogram.counts) == 32
+    assert res.l0 == pytest.approx(float(res.firing_frequencies.sum()))
+    d = res.to_dict()  # the dict evaluate() returned before, keys in the same order
+    assert list(d) == ["n_tokens", "fvu", "explained_variance", "l0", "dead_fraction", "dead_fraction_at_100",
+                       "dead_fraction_at_1000", "dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias",
+                       "firing_frequencies", "firing_histogram", "mmcs", "recovery_rate", "mcc"]
+    assert d["firing_histogram"] == {"counts": res.firing_histogram.counts, "edges": res.firing_histogram.edges}
+    assert d["mcc"] == res.mcc and res["fvu"] == res.fvu  # legacy read-only access
+    js = res.to_json()
+    assert "firing_frequencies" not in js and js["firing_histogram"]["edges"][0] is None  # -inf -> null
+    json.dumps(js, allow_nan=False)
+    plain = evaluate(sae, X[:500])
+    assert plain.mmcs is None and "mmcs" not in plain.to_dict() and plain.dead_windows == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -40,15 +41,15 @@ def test_orthonormal_tied_aen_has_zero_gap():
     sae = lista_aen(16, lam1=0.02, lam2=0.01)
     X = torch.randn(300, 16)
     rep = compare_sae(sae, X, CompareConfig(lipschitz_tokens=16))
-    s = rep["summary"]
-    assert abs(s["objective_gap"]["max"]) < 1e-5
-    assert s["support_jaccard"]["mean"] == 1.0
-    assert s["rel_code_error"]["max"] < 1e-5
-    assert s["kkt_violation_encoder"]["max"] < 1e-5
+    s = rep.summary
+    assert abs(s.objective_gap.max) < 1e-5
+    assert s.support_jaccard.mean == 1.0
+    assert s.rel_code_error.max < 1e-5
+    assert s.kkt_violation_encoder.max < 1e-5
     # the exact map of an orthonormal D is 1/(1+λ2′)-Lipschitz, the encoder the same map
-    lam2 = rep["penalty"]["lam2"]
-    assert s["lipschitz_exact"]["max"] <= 1 / (1 + lam2) + 1e-6
-    assert s["lipschitz_encoder"]["max"] == pytest.approx(s["lipschitz_exact"]["max"], rel=1e-3)
+    lam2 = rep.penalty.lam2
+    assert s.lipschitz_exact.max <= 1 / (1 + lam2) + 1e-6
+    assert s.lipschitz_encoder.max == pytest.approx(s.lipschitz_exact.max, rel=1e-3)
 
 
 def test_detuned_encoder_has_positive_gap_and_lower_jaccard():
@@ -57,8 +58,8 @@ def test_detuned_encoder_has_positive_gap_and_lower_jaccard():
     with torch.no_grad():
         sae.b_enc.add_(0.3)
     rep = compare_sae(sae, torch.randn(300, 16), CompareConfig(lipschitz_tokens=8))
-    assert rep["summary"]["objective_gap"]["median"] > 1e-3
-    assert rep["summary"]["support_jaccard"]["mean"] < 0.9
+    assert rep.summary.objective_gap.median > 1e-3
+    assert rep.summary.support_jaccard.mean < 0.9
 
 
 @settings(derandomize=True, max_examples=12, deadline=None)
@@ -69,19 +70,19 @@ def test_gap_nonnegative_and_exact_kkt(arch, seed):
     sae = make(arch, 12, 24, **kw)
     X = torch.randn(64, 12) * 2
     rep = compare_sae(sae, X, CompareConfig(lipschitz_tokens=4, calibrate_iters=8, tol=1e-10))
-    s = rep["summary"]
-    assert s["min_objective_gap_minus_certificate"] >= -1e-9
-    assert s["kkt_violation_exact_max"] < 1e-4
+    s = rep.summary
+    assert s.min_objective_gap_minus_certificate >= -1e-9
+    assert s.kkt_violation_exact_max < 1e-4
     # independent recomputation of the encoder's objective gap on a few tokens
-    p = rep["penalty"]
+    p = rep.penalty
     D, b = sae.W_dec.detach().double(), sae.b_dec.detach().double()
-    w = sae.canonical_penalty().weights if not p["calibrated"] else None
+    w = sae.canonical_penalty().weights if not p.calibrated else None
     with torch.no_grad():
         z_enc = sae.eval().encode(X).double()
-    res = solve(X.double(), D, lam1=p["lam1"], lam2=p["lam2"], weights=w, bias=b, tol=1e-12)
-    prob = prepare(X.double(), D, lam1=p["lam1"], lam2=p["lam2"], weights=w, bias=b)
+    res = solve(X.double(), D, lam1=p.lam1, lam2=p.lam2, weights=w, bias=b, tol=1e-12)
+    prob = prepare(X.double(), D, lam1=p.lam1, lam2=p.lam2, weights=w, bias=b)
     P_enc = gap_terms(z_enc, prob)[0]
-    np.testing.assert_allclose(rep["arrays"]["objective_gap"], (P_enc - res.objective).numpy(), atol=1e-6)
+    np.testing.assert_allclose(rep.arrays.objective_gap, (P_enc - res.objective).numpy(), atol=1e-6)
     assert kkt_residual(res.codes, gap_terms(res.codes, prob)[2], prob).max() < 1e-5
 
 
@@ -89,9 +90,9 @@ def test_calibrated_lasso_matches_topk_l0():
     torch.manual_seed(0)
     sae = make("topk", 16, 48, k=5)
     rep = compare_sae(sae, torch.randn(200, 16), CompareConfig(lipschitz_tokens=4, calibrate_tokens=200))
-    assert rep["penalty"]["calibrated"] and "bisection" in rep["penalty"]["how"]
-    assert rep["summary"]["l0_encoder"] == pytest.approx(5.0)
-    assert rep["summary"]["l0_exact"] == pytest.approx(5.0, abs=0.5)
+    assert rep.penalty.calibrated and "bisection" in rep.penalty.how
+    assert rep.summary.l0_encoder == pytest.approx(5.0)
+    assert rep.summary.l0_exact == pytest.approx(5.0, abs=0.5)
 
 
 def test_cli_reports_parse_and_are_reproducible(tmp_path):
@@ -140,3 +141,31 @@ def test_write_reports_single(tmp_path):
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["arch"] == "aen" and "summary" in doc
     assert json.loads((tmp_path / "timing.json").read_text())[0]["solver_s"] >= 0
+
+
+def test_typed_result_and_its_legacy_dict(tmp_path):
+    """The typed result, its legacy to_dict() (the dict compare_sae returned before) and the
+    reports written from either form are the same."""
+    sae = lista_aen(8, lam1=0.02, lam2=0.01)
+    rep = compare_sae(sae, torch.randn(60, 8), CompareConfig(lipschitz_tokens=4))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.name = "x"
+    d = rep.to_dict()
+    assert set(d) == {"arch", "sae_cfg", "config", "penalty", "summary", "arrays", "timing"}
+    assert d["config"] == dataclasses.asdict(CompareConfig(lipschitz_tokens=4))
+    assert set(d["summary"]["objective_gap"]) == {"mean", "median", "p90", "max"}
+    assert set(d["summary"]["lipschitz_encoder"]) == {"median", "max", "global_bound_norm_W_enc"}
+    assert set(d["summary"]["lipschitz_exact"]) == {"median", "max", "theory_bound"}
+    assert set(d["penalty"]) == {"lam1", "lam2", "adaptive_weights", "calibrated", "how", "units", "input_space"}
+    assert set(d["timing"]) == {"total_s", "solver_s", "calibrate_s", "lipschitz_s", "solver_share"}
+    assert d["summary"]["dead_both"] == rep.summary.dead_both and rep["penalty"] == d["penalty"]
+    json.dumps(d["summary"])  # plain JSON, no named tuples turned into lists
+    assert json.loads(json.dumps(d["summary"]))["objective_gap"]["max"] == rep.summary.objective_gap.max
+    named = dataclasses.replace(rep, name="run1")
+    assert named.label == "run1" and rep.label == "aen" and named.to_dict()["name"] == "run1"
+    legacy = named.to_dict()
+    legacy["knob"] = {"param": "lam1"}  # a caller's own key, as synthetic.compare_arms adds
+    write_reports([named], tmp_path / "typed")
+    write_reports([legacy], tmp_path / "legacy")
+    assert (tmp_path / "typed" / "report.json").read_text() == (tmp_path / "legacy" / "report.json").read_text()
+    assert json.loads((tmp_path / "typed" / "report.json").read_text())["name"] == "run1"

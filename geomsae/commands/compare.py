@@ -7,12 +7,12 @@ Writes report.json, report.md and a self-contained report.html (figures inline) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from geomsae.compare import CompareConfig
-from geomsae.config_cli import add_dataclass_args, from_args
 
 
 def load_held_out(data: str, n_tokens: int, held_out: float) -> np.ndarray:
@@ -36,16 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.compare import compare_sae
     from geomsae.compare_report import markdown_table, write_reports
 
-    cfg = from_args(CompareConfig, args)
+    cfg: CompareConfig = args.cfg
     X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
     reps = []
     for run_dir in args.runs:
-        sae = load_sae(run_dir)
-        rep = compare_sae(sae, X, cfg)
-        rep["name"] = Path(run_dir).name
+        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, cfg), name=Path(run_dir).name)
         reps.append(rep)
-        t = rep["timing"]
-        print(f"{run_dir}: {rep['penalty']['how']}\n  {X.shape[0]} tokens in {t['total_s']:.1f} s ({100 * t['solver_share']:.0f} % in the exact solver)")
+        t = rep.timing
+        print(f"{run_dir}: {rep.penalty.how}\n  {X.shape[0]} tokens in {t.total_s:.1f} s "
+              f"({100 * t.solver_share:.0f} % in the exact solver)")
     out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
     write_reports(reps, out)
     print(markdown_table(reps))
@@ -54,9 +53,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="compare trained SAEs' encoders with the exact solver", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(name, help="compare trained SAEs' encoders with the exact solver", description=__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN", help="SAE folders (cfg.json + sae.safetensors)")
-    p.add_argument("--data", required=True, help="activations: .npy (tokens, d_in), .safetensors or a shard folder")
-    add_dataclass_args(p, CompareConfig)
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="activations: .npy (tokens, d_in), .safetensors or a shard folder")
+    p.add_arguments(CompareConfig, dest="cfg")
     p.set_defaults(run=run)

@@ -15,16 +15,15 @@ import argparse
 from typing import Any
 
 from geomsae.activations import HarvestConfig
-from geomsae.config_cli import add_dataclass_args, from_args
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p = subparsers.add_parser(name, help="harvest LM activations into a sharded cache", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+                              allow_abbrev=False)
     p.add_argument("--out", required=True, metavar="DIR", help="cache folder (created; resumed if cut short)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
                    help="refuse to continue a harvest cut short in --out")
-    add_dataclass_args(p, HarvestConfig)
+    p.add_arguments(HarvestConfig, dest="cfg")
     p.set_defaults(run=run)
     return p
 
@@ -34,8 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     from geomsae.activations import harvest
 
-    cfg = from_args(HarvestConfig, args)
-    out = harvest(cfg, args.out, resume=args.resume)
+    out = harvest(args.cfg, args.out, resume=args.resume)
     m = json.loads((out / "manifest.json").read_text())
     meta = m["metadata"]
     print(f"{out}: {m['n_tokens']} tokens x d_in {m['d_in']} ({m['dtype']}) in {len(m['shards'])} shards; "

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from geomsae.config_cli import add_dataclass_args, from_args
-
 
 @dataclass
 class SolveConfig:
@@ -89,7 +87,7 @@ def _support_scores(Z_true: np.ndarray, Z: np.ndarray) -> tuple[float, float, fl
 def run(args: argparse.Namespace) -> int:
     from geomsae.solvers import aen_solve, solve
 
-    cfg = from_args(SolveConfig, args)
+    cfg: SolveConfig = args.cfg
     if cfg.demo:
         X, D, Z_true = _planted(cfg)
     else:
@@ -131,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="exact sparse codes with certified duality gaps (try --demo)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(p, SolveConfig)
+    p = sub.add_parser(name, help="exact sparse codes with certified duality gaps (try --demo)", description=__doc__)
+    p.add_arguments(SolveConfig, dest="cfg")
     p.set_defaults(run=run)
