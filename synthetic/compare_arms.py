@@ -78,7 +78,7 @@ def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     return out
 
 
-def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
+def run(cfg: CompareArmsConfig) -> tuple[Path, list[Any]]:
     """Train, compare, write the reports and the figure; returns (out folder, reports)."""
     import torch
 
@@ -90,52 +90,49 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[dict[str, Any]]]:
     scfg = starvation.PRESETS[cfg.starvation_preset]
     torch.set_num_threads(max(1, torch.get_num_threads()))
     data = starvation.make_data(scfg.n, scfg.m, scfg.k, cfg.rho, scfg.steps * scfg.batch_size, scfg.n_eval, cfg.seed)
+    knobs = knob_values(cfg)
     reps = []
-    for arm, (value, why) in knob_values(cfg).items():
+    for arm, (value, _) in knobs.items():
         (res,), _ = train_members([Member(arm, (cfg.rho,), cfg.seed, value)], scfg, d_sae=scfg.m,
                                   source=[data.x_train], tcfg=starvation.synthetic_train_config(scfg))
         sae = res.sae.cpu().eval()
         rep = compare_sae(sae, data.x_eval[: cfg.n_tokens], CompareConfig(n_tokens=cfg.n_tokens, seed=cfg.seed))
-        rep = rep.to_dict() if hasattr(rep, "to_dict") else rep  # the dict form, whichever compare_sae returns
-        rep["name"] = arm
-        rep["knob"] = {"param": ARMS[arm].param, "value": value, "source": why}
-        reps.append(rep)
-        s = rep["summary"]
-        print(f"compare_arms: {arm} {rep['knob']['param']}={value:g}: L0 enc {s['l0_encoder']:.2f} / exact "
-              f"{s['l0_exact']:.2f}, dead enc {s['dead_fraction_encoder']:.3f} / exact {s['dead_fraction_exact']:.3f}",
+        reps.append(dataclasses.replace(rep, name=arm))
+        s = rep.summary
+        print(f"compare_arms: {arm} {ARMS[arm].param}={value:g}: L0 enc {s.l0_encoder:.2f} / exact "
+              f"{s.l0_exact:.2f}, dead enc {s.dead_fraction_encoder:.3f} / exact {s.dead_fraction_exact:.3f}",
               file=sys.stderr)
     out = Path(cfg.out)
     write_reports(reps, out)
     (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     draw(reps, out / FIGURE[0], cfg)
-    (out / TABLE).write_text(table(reps, cfg))
+    (out / TABLE).write_text(table(reps, knobs, cfg))
     return out, reps
 
 
-def table(reps: list[dict[str, Any]], cfg: CompareArmsConfig) -> str:
+def table(reps: list[Any], knobs: dict[str, tuple[float, str]], cfg: CompareArmsConfig) -> str:
+    """The markdown table of compare_arms.md: each arm's knob and where it came from, then the comparison."""
     from geomsae.compare_report import markdown_table
 
     lines = [f"# Encoder vs exact map, spiked model ρ = {cfg.rho:g}, seed {cfg.seed} "
              f"(`python -m synthetic.compare_arms --rho {cfg.rho:g} --seed {cfg.seed}`)", ""]
     for r in reps:
-        lines.append(f"- **{r['name']}**: {r['knob']['param']} = {r['knob']['value']:g} ({r['knob']['source']}); "
-                     f"{r['penalty']['how']}")
+        value, why = knobs[r.name]
+        lines.append(f"- **{r.name}**: {ARMS[r.name].param} = {value:g} ({why}); {r.penalty.how}")
     return "\n".join(lines + ["", markdown_table(reps), ""])
 
 
-def draw(reps: list[dict[str, Any]], path: Path, cfg: CompareArmsConfig) -> Path:
-    import matplotlib
+def draw(reps: list[Any], path: Path, cfg: CompareArmsConfig) -> Path:
+    from geomsae.study.plotstyle import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(reps), figsize=(3.4 * len(reps), 6.4), squeeze=False)
     for j, rep in enumerate(reps):
-        a, n = rep["arrays"], rep["summary"]["n_tokens"]
+        a, n = rep.arrays, rep.summary.n_tokens
         floor = 0.5 / n
-        fe, fs = np.maximum(a["freq_encoder"], floor), np.maximum(a["freq_exact"], floor)
+        fe, fs = np.maximum(a.freq_encoder, floor), np.maximum(a.freq_exact, floor)
         ax = axes[0][j]
-        dead_e, dead_s = a["freq_encoder"] == 0, a["freq_exact"] == 0
+        dead_e, dead_s = a.freq_encoder == 0, a.freq_exact == 0
         for mask, lab, mk in ((~dead_e & ~dead_s, "alive under both", "o"), (dead_e & ~dead_s, "dead: encoder only", "x"),
                               (~dead_e & dead_s, "dead: exact only", "+"), (dead_e & dead_s, "dead under both", "s")):
             if mask.any():
@@ -144,22 +141,19 @@ def draw(reps: list[dict[str, Any]], path: Path, cfg: CompareArmsConfig) -> Path
         ax.plot([floor, 1], [floor, 1], "k--", lw=0.7)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{rep['name']}: L0 {rep['summary']['l0_encoder']:.1f} (exact {rep['summary']['l0_exact']:.1f})",
+        ax.set_title(f"{rep.name}: L0 {rep.summary.l0_encoder:.1f} (exact {rep.summary.l0_exact:.1f})",
                      fontsize=9)
         ax.set_xlabel("firing freq., exact map", fontsize=8)
         ax.set_ylabel("firing freq., encoder", fontsize=8)
         ax.legend(fontsize=6, loc="upper left")
         ax = axes[1][j]
-        rel = np.maximum(a["objective_gap"] / np.maximum(a["objective"], 1e-300), 1e-16)
-        ax.hist(np.log10(rel), bins=40, color="black" if rep["name"] == "aen" else "tab:blue")
+        rel = np.maximum(a.objective_gap / np.maximum(a.objective, 1e-300), 1e-16)
+        ax.hist(np.log10(rel), bins=40, color="black" if rep.name == "aen" else "tab:blue")
         ax.set_xlabel("log10 (F(z_enc) − F(z*)) / F(z*)", fontsize=8)
         ax.set_ylabel("tokens", fontsize=8)
     fig.suptitle(f"Amortised encoder vs exact map of the same objective, spiked ρ = {cfg.rho:g} "
                  f"({cfg.starvation_preset} sizes, seed {cfg.seed})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ def test_builtin_sources_are_registered():
 def test_compare_arms_tiny(tmp_path):
     cfg = compare_arms.CompareArmsConfig(starvation_preset="tiny", l0_target=2.0, n_tokens=256, out=str(tmp_path))
     out, reps = compare_arms.run(cfg)
-    assert [r["name"] for r in reps] == ["aen", "en", "relu_l1", "topk"]
+    assert [r.name for r in reps] == ["aen", "en", "relu_l1", "topk"]
     doc = json.loads((out / "report.json").read_text())
     assert [r["name"] for r in doc["runs"]] == ["aen", "en", "relu_l1", "topk"]
     for r in doc["runs"]:

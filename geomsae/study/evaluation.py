@@ -24,11 +24,11 @@ def evaluation_row(sae: Any, source: Any, *, windows: tuple[int, ...], true_dict
     from geomsae.evaluate import evaluate
 
     ev = evaluate(sae, source, true_dict=true_dict, windows=tuple(sorted(windows)), device=device)
-    row = {m: ev[m] for m in CORE_METRICS}
+    row = {m: getattr(ev, m) for m in CORE_METRICS}
     for w in sorted(windows):
-        row[f"dead_at_{w}"] = ev[f"dead_fraction_at_{w}"]
-    row.update({m: ev[m] for m in EVAL_METRICS if m != "shrinkage"})
-    row["shrinkage"] = abs(ev["rel_bias"] - 1.0)
+        row[f"dead_at_{w}"] = ev.dead_fraction_at(w)
+    row.update({m: getattr(ev, m) for m in EVAL_METRICS if m != "shrinkage"})
+    row["shrinkage"] = abs(ev.rel_bias - 1.0)
     if true_dict is not None:
-        row.update({m: ev[m] for m in TRUE_DICT_METRICS})
-    return row, list(ev["firing_histogram"]["counts"])
+        row.update({m: getattr(ev, m) for m in TRUE_DICT_METRICS})
+    return row, list(ev.firing_histogram.counts)
