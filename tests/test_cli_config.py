@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from geomsae.config_cli import parse_config
+from geomsae.config_cli import field_docs, parse_config
 
 
 @dataclass
@@ -73,3 +73,9 @@ def test_failed_check_is_one_error_line(capsys):
         parse_config(Toy, ["--n-steps", "0"], prog="toy")
     assert e.value.code == 2
     assert capsys.readouterr().err == "toy: error: n_steps == 0, must be >= 1\n"
+
+
+def test_field_docs():
+    docs = field_docs(Toy)
+    assert list(docs) == ["n_steps", "k", "lr", "seeds", "mode", "out", "limit", "progress"]
+    assert docs["n_steps"] == "Steps to run, about 10 % of the budget." and docs["out"] == "Output folder; None: nowhere."

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from simple_parsing import subgroups
-from simple_parsing.docstring import get_attribute_docstring
 
 from geomsae.commands.common import format_table, tune_malloc
-from geomsae.config_cli import ArgumentParser
+from geomsae.config_cli import ArgumentParser, field_docs
 from geomsae.saes import ARCHS, config_class
 from geomsae.train_config import TrainConfig
 
@@ -39,8 +38,8 @@ def arch_options(arch: str) -> type:
     checks, which run when the SAE is built (they need d_in, known once the data is open)."""
     cls = config_class(arch)
     hints = typing.get_type_hints(cls)
-    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default,
-                                                        metadata={"help": get_attribute_docstring(cls, f.name).docstring_below}))
+    docs = field_docs(cls)
+    fields = [(f.name, hints[f.name], dataclasses.field(default=f.default, metadata={"help": docs[f.name]}))
               for f in dataclasses.fields(cls) if f.init and f.name not in _SAE_COMMON]
     view = dataclasses.make_dataclass(cls.__name__, fields, frozen=True)
     view.__doc__ = f"Options of --arch {arch} (the fields of {cls.__name__} but d_in, d_sae and input_norm)."
