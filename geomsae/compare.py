@@ -259,16 +259,6 @@ class CompareResult:
         """Legacy read-only ``result["summary"]`` (a key of :meth:`to_dict`), to be removed."""
         return self.to_dict()[key]
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CompareResult:
-        """Legacy, to be removed with :meth:`to_dict`: the result back from that form (keys a
-        caller added besides ``name``, e.g. a 'knob', are dropped)."""
-        typed = {"lipschitz_encoder": EncoderLipschitz, "lipschitz_exact": ExactLipschitz}
-        summary = CompareSummary(**{k: typed.get(k, Stats)(**v) if isinstance(v, dict) else v
-                                    for k, v in d["summary"].items()})
-        return cls(arch=d["arch"], sae_cfg=d["sae_cfg"], config=CompareConfig(**d["config"]),
-                   penalty=Penalty(**d["penalty"]), summary=summary, arrays=CompareArrays(**d["arrays"]),
-                   timing=Timing(**d["timing"]), name=d.get("name"))
 
 
 def problem_inputs(sae: Any, X: Tensor) -> Tensor:

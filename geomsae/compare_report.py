@@ -53,11 +53,6 @@ def _get(rep: CompareResult, key: str) -> Any:
     return v
 
 
-def _results(reps: Sequence[CompareResult | dict[str, Any]]) -> list[CompareResult]:
-    """The reports as :class:`CompareResult`; a dict is the legacy ``CompareResult.to_dict()`` form."""
-    return [r if isinstance(r, CompareResult) else CompareResult.from_dict(r) for r in reps]
-
-
 def _fmt(v: Any, f: str) -> str:
     if isinstance(v, float) and math.isinf(v):
         return "∞"
@@ -138,9 +133,8 @@ def json_report(rep: CompareResult) -> dict[str, Any]:
     }
 
 
-def markdown_table(reps: Sequence[CompareResult | dict[str, Any]]) -> str:
-    """The side-by-side table of :data:`ROWS`, one column per report (legacy dicts accepted)."""
-    reps = _results(reps)
+def markdown_table(reps: Sequence[CompareResult]) -> str:
+    """The side-by-side table of :data:`ROWS`, one column per report."""
     lines = ["| metric | " + " | ".join(r.label for r in reps) + " |", "|---|" + "---|" * len(reps)]
     for key, label, f in ROWS:
         lines.append(f"| {label} | " + " | ".join(_fmt(_get(r, key), f) for r in reps) + " |")
@@ -180,13 +174,9 @@ def html_page(reps: Sequence[CompareResult], pngs: list[dict[str, bytes]]) -> st
     return f"<!doctype html><html><head><meta charset='utf-8'><title>geomsae compare</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
 
 
-def write_reports(reps: Sequence[CompareResult | dict[str, Any]], out: str | Path) -> Path:
-    """Write report.json, report.md, report.html (and timing.json) into ``out``; return it.
-
-    ``reps`` are :func:`geomsae.compare.compare_sae` results (a dict is the legacy
-    ``CompareResult.to_dict()`` form, accepted until its callers are converted).
-    """
-    reps = _results(reps)
+def write_reports(reps: Sequence[CompareResult], out: str | Path) -> Path:
+    """Write report.json, report.md, report.html (and timing.json) for the
+    :func:`geomsae.compare.compare_sae` results ``reps`` into ``out``; return it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pngs = [figures(r) for r in reps]
