@@ -179,22 +179,54 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu", *, ver
 
 
 # --------------------------------------------------------------------------- trainer state
-def save_trainer_state(path: str | os.PathLike, sae: Any, optimizer: torch.optim.Optimizer,
-                       counters: dict[str, int | float], meta: dict[str, Any]) -> None:
-    """Write ``trainer_state.safetensors``: Adam moments per parameter name, counters, RNG."""
+AdamState = dict[str, dict[str, Tensor]]
+"""Adam's state by parameter name: {"W_enc": {"step": ..., "exp_avg": ..., "exp_avg_sq": ...}, ...}."""
+
+
+def adam_state(sae: Any, optimizer: torch.optim.Optimizer) -> AdamState:
+    """The optimizer's per-parameter state keyed by ``sae``'s parameter names."""
     names = {id(p): n for n, p in sae.named_parameters()}
-    t: dict[str, Tensor] = {}
+    out: AdamState = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
-            for k, v in optimizer.state.get(p, {}).items():
-                if isinstance(v, Tensor):
-                    t[f"adam/{names[id(p)]}/{k}"] = v.reshape(-1) if v.ndim == 0 else v
+            st = {k: v for k, v in optimizer.state.get(p, {}).items() if isinstance(v, Tensor)}
+            if st:
+                out[names[id(p)]] = st
+    return out
+
+
+def save_trainer_state(path: str | os.PathLike, sae: Any, optimizer: torch.optim.Optimizer | AdamState,
+                       counters: dict[str, int | float], meta: dict[str, Any], rng: Tensor | None = None) -> None:
+    """Write ``trainer_state.safetensors``: Adam moments per parameter name, counters, RNG.
+
+    ``optimizer`` is the optimizer over ``sae.parameters()``, or its state already keyed by name
+    (:func:`adam_state`; a stacked trainer passes each member's slice); ``rng`` defaults to the
+    global torch RNG state."""
+    state = optimizer if isinstance(optimizer, dict) else adam_state(sae, optimizer)
+    t: dict[str, Tensor] = {}
+    for name, st in state.items():
+        for k, v in st.items():
+            t[f"adam/{name}/{k}"] = v.reshape(-1) if v.ndim == 0 else v
     for k, v in counters.items():
         t[f"counter/{k}"] = torch.tensor([v], dtype=torch.float64 if isinstance(v, float) else torch.int64)
-    t["rng/torch"] = torch.get_rng_state()
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    t["rng/torch"] = torch.get_rng_state() if rng is None else rng
+    if rng is None and torch.cuda.is_available() and torch.cuda.is_initialized():
         t["rng/cuda"] = torch.cuda.get_rng_state()
     _save_tensors(t, Path(path), metadata={"meta": json.dumps(meta, default=_json_default)})
+
+
+def read_trainer_state(path: str | os.PathLike) -> tuple[AdamState, dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """(Adam state by parameter name, counters, meta, RNG states by device kind) of a
+    ``trainer_state.safetensors``; nothing is loaded anywhere."""
+    t, raw_meta = _load_tensors(Path(path))
+    adam: AdamState = {}
+    for key, v in t.items():
+        if key.startswith("adam/"):
+            _, name, k = key.split("/", 2)
+            adam.setdefault(name, {})[k] = v.reshape(()) if k == "step" else v
+    counters = {k.split("/", 1)[1]: v.item() for k, v in t.items() if k.startswith("counter/")}
+    rng = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("rng/")}
+    return adam, counters, json.loads(raw_meta.get("meta", "{}")), rng
 
 
 def load_trainer_state(path: str | os.PathLike, sae: Any,
@@ -202,29 +234,23 @@ def load_trainer_state(path: str | os.PathLike, sae: Any,
     """Restore Adam moments and the RNG from ``trainer_state.safetensors``.
 
     Returns (counters, meta). The optimizer must be built over ``sae.parameters()``."""
-    t, raw_meta = _load_tensors(Path(path))
+    adam, counters, meta, rng = read_trainer_state(path)
     names = {id(p): n for n, p in sae.named_parameters()}
     state = optimizer.state_dict()
     idx = 0
     for group in optimizer.param_groups:
         for p in group["params"]:
-            name = names[id(p)]
-            entry = {}
-            for k in ("step", "exp_avg", "exp_avg_sq"):
-                key = f"adam/{name}/{k}"
-                if key in t:
-                    v = t[key]
-                    entry[k] = v.reshape(()) if k == "step" else v.reshape(p.shape)
+            entry = {k: (v if k == "step" else v.reshape(p.shape)) for k, v in adam.get(names[id(p)], {}).items()
+                     if k in ("step", "exp_avg", "exp_avg_sq")}
             if entry:
                 state["state"][idx] = entry
             idx += 1
     optimizer.load_state_dict(state)
-    if "rng/torch" in t:
-        torch.set_rng_state(t["rng/torch"])
-    if "rng/cuda" in t and torch.cuda.is_available():
-        torch.cuda.set_rng_state(t["rng/cuda"])
-    counters = {k.split("/", 1)[1]: v.item() for k, v in t.items() if k.startswith("counter/")}
-    return counters, json.loads(raw_meta.get("meta", "{}"))
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+    return counters, meta
 
 
 # --------------------------------------------------------------------------- checkpoint folders
@@ -246,10 +272,11 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
-def write_checkpoint(out: str | os.PathLike, step: int, sae: Any, optimizer: torch.optim.Optimizer,
+def write_checkpoint(out: str | os.PathLike, step: int, sae: Any, optimizer: torch.optim.Optimizer | AdamState,
                      counters: dict[str, int | float], meta: dict[str, Any], *,
-                     pending_input_scale: float = 1.0, keep: int = 2) -> Path:
-    """Atomically write ``out/checkpoints/step_<step>/`` and keep only the ``keep`` newest."""
+                     pending_input_scale: float = 1.0, keep: int = 2, rng: Tensor | None = None) -> Path:
+    """Atomically write ``out/checkpoints/step_<step>/`` and keep only the ``keep`` newest
+    (``optimizer`` and ``rng`` as in :func:`save_trainer_state`)."""
     root = Path(out) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
@@ -257,7 +284,7 @@ def write_checkpoint(out: str | os.PathLike, step: int, sae: Any, optimizer: tor
         tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         save_sae(sae, tmp, extra={"pending_input_scale": pending_input_scale, "step": step, **meta})
-        save_trainer_state(tmp / TRAINER_FILE, sae, optimizer, counters, meta)
+        save_trainer_state(tmp / TRAINER_FILE, sae, optimizer, counters, meta, rng)
         os.replace(tmp, final)
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)

@@ -28,17 +28,14 @@ KeyboardInterrupt; a non-finite loss saves the last good state and raises
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
 import math
-import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,11 +43,25 @@ import torch
 from torch import Tensor
 
 from geomsae import checkpoint as ckpt
-from geomsae.data import ActivationSource, ChunkedSource, open_source
-from geomsae.saes.base import per_token_scale
+from geomsae.data import ActivationSource, open_source
 from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
+from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
+    METRICS_FILE,
+    autocast,
+    build_sae,
+    chain,
+    check_resume,
+    deterministic,
+    input_stats,
+    make_adam,
+    open_stream,
+    reset_moments,
+    resolve_device,
+    sigint_deferred,
+    step_record,
+    truncate_log,
+)
 
-METRICS_FILE = "metrics.jsonl"
 
 
 class TrainResult(NamedTuple):
@@ -74,187 +85,6 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or Inf."""
 
 
-def input_stats(batches: Iterator[Tensor] | list[Tensor], n_tokens: int, per_token: bool = False) -> tuple[float, Tensor]:
-    """(mean ‖x‖², (d_in,) float64 mean of x) over the first ``n_tokens`` rows of ``batches``;
-    with ``per_token`` the mean is that of the rows rescaled to norm √d_in (float64 sums)."""
-    total, n, vec = 0.0, 0, None
-    for x in batches:
-        x = x[: n_tokens - n].double()
-        total += float(x.pow(2).sum())
-        xs = x * per_token_scale(x) if per_token else x
-        vec = xs.sum(0) if vec is None else vec + xs.sum(0)
-        n += x.shape[0]
-        if n >= n_tokens:
-            break
-    if n == 0 or total <= 0 or vec is None:
-        raise ValueError(f"cannot estimate the input statistics: mean ‖x‖² == {total / max(n, 1)} over {n} tokens")
-    return total / n, vec / n
-
-
-def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_tokens: int) -> float:
-    """s = √(d_in / mean‖x‖²) over the first ``n_tokens`` rows of ``batches`` (float64 sums)."""
-    return math.sqrt(d_in / input_stats(batches, n_tokens)[0])
-
-
-def _build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
-    """An SAE from an instance, an SAEConfig, or a mapping {"arch": ..., **fields}."""
-    from geomsae.saes import ARCHS, BaseSAE, SAEConfig, make
-
-    if isinstance(spec, BaseSAE):
-        sae = spec
-    else:
-        if isinstance(spec, SAEConfig):
-            arch = next((a for a, c in ARCHS.items() if type(spec) is c.config_class), None)
-            if arch is None:
-                raise ValueError(f"no architecture has the config class {type(spec).__name__}")
-            fields = dataclasses.asdict(spec)
-        elif isinstance(spec, Mapping) and "arch" in spec:
-            fields = {k: v for k, v in spec.items() if k != "arch"}
-            arch = spec["arch"]
-        else:
-            raise ValueError(f"cannot build an SAE from a {type(spec).__name__}: pass an SAE, an SAEConfig "
-                             "or a dict with 'arch'")
-        fields.setdefault("d_in", d_in)
-        if cfg.input_norm == "per_token":
-            fields["input_norm"] = "per_token"
-        if "d_sae" not in fields:
-            raise ValueError(f"the SAE spec for arch {arch!r} lacks 'd_sae'")
-        torch.manual_seed(cfg.seed)
-        sae = make(arch, fields.pop("d_in"), fields.pop("d_sae"), **fields)
-    if sae.cfg.d_in != d_in:
-        raise ValueError(f"the SAE has d_in == {sae.cfg.d_in} but the activations have d_in == {d_in}")
-    if cfg.input_norm == "per_token":
-        sae.cfg.input_norm = "per_token"
-    elif cfg.input_norm == "dataset" and sae.cfg.input_norm == "per_token":
-        raise ValueError("input_norm == 'dataset' but the SAE normalises per token (cfg.input_norm == 'per_token'); "
-                         "use input_norm='per_token' or 'none'")
-    return sae
-
-
-def _reset_moments(opt: torch.optim.Optimizer, sae: Any, mask: Tensor) -> None:
-    """Zero the Adam moments of the latents in ``mask`` (d_sae,) without a host sync."""
-    d_sae = sae.cfg.d_sae
-    for name, p in sae.named_parameters():
-        st = opt.state.get(p)
-        if not st or name == "b_dec":
-            continue
-        dim = {"W_enc": 0, "b_enc": 0, "W_dec": 1}.get(name)
-        if dim is None:
-            dim = next((i for i, n in enumerate(p.shape) if n == d_sae), None)
-            if dim is None:
-                continue
-        m = mask.reshape([-1 if i == dim else 1 for i in range(p.ndim)])
-        for k in ("exp_avg", "exp_avg_sq"):
-            st[k].masked_fill_(m, 0.0)
-
-
-class _Stop:
-    requested = False
-
-
-@contextlib.contextmanager
-def _sigint_deferred(enabled: bool) -> Iterator[_Stop]:
-    """Turn the first Ctrl-C into a request honoured between steps; the second aborts."""
-    flag = _Stop()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    prev = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        print("\ngeomsae train: interrupted; saving a checkpoint after this step (Ctrl-C again to abort)",
-              file=sys.stderr)
-
-    signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, prev if prev is not None else signal.SIG_DFL)
-
-
-@contextlib.contextmanager
-def _deterministic(enabled: bool) -> Iterator[None]:
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-
-
-def _autocast(mode: str, device: torch.device) -> Any:
-    if mode == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, fused (one pass per parameter) where this torch build supports it on the device."""
-    kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
-    try:
-        return torch.optim.Adam(params, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam(params, **kw)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device == {name!r} but CUDA is not available")
-    return dev
-
-
-_RESUME_FIXED = ("batch_size", "seed", "data_seed", "input_norm", "input_scale_tokens", "betas", "adam_eps", "dtype")
-
-
-def _check_resume(saved: dict[str, Any], cfg: TrainConfig, spec: Any, doc: dict[str, Any], where: Path) -> None:
-    for name in _RESUME_FIXED:
-        want = getattr(cfg, name)
-        got = saved.get(name)
-        if isinstance(want, tuple):
-            got = tuple(got) if got is not None else got
-        if got != want:
-            raise ValueError(f"cannot resume from {str(where)!r}: {name} == {want!r}, the checkpoint has {got!r}")
-    from geomsae.saes import BaseSAE
-
-    if isinstance(spec, BaseSAE):
-        arch, fields = spec.arch, dataclasses.asdict(spec.cfg)
-    elif isinstance(spec, Mapping):
-        arch, fields = spec.get("arch"), {k: v for k, v in spec.items() if k != "arch"}
-    else:
-        arch, fields = None, dataclasses.asdict(spec)
-    if arch is not None and arch != doc["arch"]:
-        raise ValueError(f"cannot resume from {str(where)!r}: arch == {arch!r}, the checkpoint has {doc['arch']!r}")
-    for k, v in fields.items():
-        if k in doc["cfg"] and k != "input_norm" and doc["cfg"][k] != (list(v) if isinstance(v, tuple) else v):
-            raise ValueError(f"cannot resume from {str(where)!r}: SAE {k} == {v!r}, "
-                             f"the checkpoint has {doc['cfg'][k]!r}")
-
-
-def _record(step: int, tokens: int, lr: float, x: Tensor, out: Any, lo: Any, sae: Any,
-            cfg: TrainConfig, t0: float, tokens0: int) -> dict[str, Any]:
-    from geomsae import metrics
-
-    rec: dict[str, Any] = {"step": step, "tokens": tokens, "lr": lr, "loss": float(lo.loss.detach())}
-    rec.update({k: float(v) for k, v in lo.parts.items()})
-    try:
-        rec["fvu"] = metrics.fvu(x, out.x_hat)
-    except ValueError:  # a batch without variance: FVU undefined
-        rec["fvu"] = float("nan")
-    rec["l0"] = metrics.l0(out.codes)
-    rec["dead_fraction"] = float(sae.dead_mask(cfg.dead_window_tokens).float().mean())
-    elapsed = time.perf_counter() - t0
-    rec["tokens_per_s"] = (tokens - tokens0) / elapsed if elapsed > 0 else 0.0
-    return rec
-
-
 def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool = False,
           callback: Callable[[int, dict[str, Any] | None], None] | None = None) -> TrainResult:
     """Train an SAE on activations; see the module docstring for the step and the guarantees.
@@ -270,7 +100,7 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
     """
     cfg = cfg or TrainConfig()
     src: ActivationSource = open_source(source)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out) if cfg.out is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs cfg.out (the folder holding the checkpoints)")
@@ -280,17 +110,17 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
     if resume and last is None:
         print(f"geomsae train: no checkpoint in {str(out)!r}, starting afresh", file=sys.stderr)
 
-    with _deterministic(cfg.deterministic):
+    with deterministic(cfg.deterministic):
         if last is not None:
             doc = ckpt.read_cfg(last)
-            _check_resume(doc.get("train", {}), cfg, sae, doc, last)
+            check_resume(doc.get("train", {}), cfg, sae, doc, last)
             model = ckpt.load_sae(last, fold=False).to(device)
         else:
-            model = _build_sae(sae, src.d_in, cfg).to(device)
+            model = build_sae(sae, src.d_in, cfg).to(device)
         if model.cfg.d_in != src.d_in:
             raise ValueError(f"the SAE has d_in == {model.cfg.d_in} but the activations have d_in == {src.d_in}")
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = _adam(params, cfg)
+        opt = make_adam(params, cfg)
         step, tokens, scale = 0, 0, 1.0
         if last is not None:
             counters, _ = ckpt.load_trainer_state(last / ckpt.TRAINER_FILE, model, opt)
@@ -305,22 +135,10 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
          callback: Callable[[int, dict[str, Any] | None], None] | None) -> TrainResult:
     from tqdm.auto import tqdm
 
-    finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
-    it = src.batches(cfg.batch_size, seed=cfg.stream_seed, shuffle=True, epochs=None if finite_epochs else 1,
-                     start_batch=step, drop_last=True)
-    if fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean"):
-        per_token = sae.cfg.input_norm == "per_token"
-        if isinstance(src, ChunkedSource):
-            probe = src.batches(cfg.batch_size, seed=cfg.stream_seed, epochs=1)  # at most one epoch
-            msq, mean = input_stats(probe, min(cfg.input_scale_tokens, src.n_tokens), per_token)
-        else:  # a stream can be read once: look at its head and put it back
-            head = []
-            for x in it:
-                head.append(x)
-                if sum(h.shape[0] for h in head) >= cfg.input_scale_tokens:
-                    break
-            msq, mean = input_stats(head, cfg.input_scale_tokens, per_token)
-            it = _chain(head, it)
+    per_token = sae.cfg.input_norm == "per_token"
+    need_stats = fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean")
+    it, msq, mean = open_stream(src, cfg, step, stats=need_stats, per_token=per_token)
+    if need_stats:
         if cfg.input_norm == "dataset":
             scale = math.sqrt(src.d_in / msq)
         if cfg.b_dec_init == "mean":
@@ -329,7 +147,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     meta = {"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(out / METRICS_FILE, step)
+        truncate_log(out / METRICS_FILE, step)
 
     def save(at: int) -> Path | None:
         if out is None:
@@ -344,7 +162,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     rec: dict[str, Any] = {}
     t0, tokens0, mid_step = time.perf_counter(), tokens, False
     try:
-        with _sigint_deferred(out is not None) as stop:
+        with sigint_deferred(out is not None) as stop:
             while step < cfg.steps:
                 if stop.requested:
                     raise KeyboardInterrupt
@@ -359,7 +177,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 lr = lr_at(step, cfg)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                with _autocast(cfg.autocast, device):
+                with autocast(cfg.autocast, device):
                     out_ = sae(x)
                     lo = sae.loss(x, out_)
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss)):
@@ -375,13 +193,13 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 with torch.no_grad():
                     mask = sae.on_step_end(x, out_)
                     if mask is not None:
-                        _reset_moments(opt, sae, mask)
+                        reset_moments(opt, sae, mask)
                 step += 1
                 tokens += x.shape[0]
                 mid_step = False
                 logged = None
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
-                    rec = logged = _record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)
+                    rec = logged = step_record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}",
                                     dead=f"{rec['dead_fraction']:.3f}", refresh=False)
                     if log is not None:
@@ -428,16 +246,3 @@ def _diverged(step: int, lo: Any, lr: float, save: Callable[[int], Path | None],
     raise NonFiniteLossError(msg + ". Lower the learning rate or check the activations.")
 
 
-def _chain(head: list[Tensor], rest: Iterator[Tensor]) -> Iterator[Tensor]:
-    yield from head
-    yield from rest
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop records after ``step`` (left by a run stopped after its last checkpoint)."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)

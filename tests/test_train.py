@@ -15,7 +15,7 @@ import geomsae
 from geomsae.checkpoint import latest_checkpoint, list_checkpoints, load_sae
 from geomsae.evaluate import evaluate
 from geomsae.saes import ARCHS, make
-from geomsae.train import NonFiniteLossError, TrainConfig, _reset_moments, lr_at, train
+from geomsae.train import NonFiniteLossError, TrainConfig, reset_moments, lr_at, train
 
 # Architecture settings for the planted toy (3 of 64 atoms active, d_in 32).
 TOY = {
@@ -70,11 +70,11 @@ def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_every_architecture_learns_the_planted_toy(toy, arch):
     X, D = toy
     torch.manual_seed(0)
-    untrained = evaluate(make(arch, 32, 64, **TOY[arch]), X[4096:])["fvu"]
+    untrained = evaluate(make(arch, 32, 64, **TOY[arch]), X[4096:]).fvu
     res = train({"arch": arch, "d_sae": 64, **TOY[arch]}, X[:4096], cfg())
     ev = evaluate(res.sae, X[4096:], batch_size=500, true_dict=D)  # held-out tokens
-    assert ev["fvu"] < 0.5 and ev["fvu"] < 0.5 * untrained, (arch, ev["fvu"], untrained)
-    assert 0 < ev["l0"] < 64 and 0 <= ev["mmcs"] <= 1
+    assert ev.fvu < 0.5 and ev.fvu < 0.5 * untrained, (arch, ev.fvu, untrained)
+    assert 0 < ev.l0 < 64 and 0 <= ev.mmcs <= 1
     assert res.step == 300 and res.tokens == 300 * 128
     assert res.metrics["step"] == 300 and math.isfinite(res.metrics["loss"])
 
@@ -83,7 +83,7 @@ def test_topk_recovers_most_planted_atoms(toy):
     X, D = toy
     res = train({"arch": "topk", "d_sae": 64, "k": 3}, X[:4096], cfg())
     ev = evaluate(res.sae, X[4096:], true_dict=D)
-    assert ev["mmcs"] > 0.85 and ev["recovery_rate"] > 0.5
+    assert ev.mmcs > 0.85 and ev.recovery_rate > 0.5
 
 
 @pytest.mark.parametrize("arch,extra", [
@@ -96,9 +96,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path, monkeypatch
 
     def counting_reset(opt, sae, mask):
         resampled.append(int(mask.sum()))
-        return _reset_moments(opt, sae, mask)
+        return reset_moments(opt, sae, mask)
 
-    monkeypatch.setattr("geomsae.train._reset_moments", counting_reset)
+    monkeypatch.setattr("geomsae.train.reset_moments", counting_reset)
     spec = {"arch": arch, "d_sae": 64, **extra}
     # b_dec at zero: the relu_l1 case needs latents to die (and be resampled) within 60 steps
     kw = dict(steps=60, checkpoint_every=20, log_every=5, lr_warmup_steps=10, lr_decay="cosine", decay_start=0.5,
@@ -255,7 +255,7 @@ def test_reset_moments_touches_only_the_masked_latents():
     before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in sae.named_parameters()}
     mask = torch.zeros(16, dtype=torch.bool)
     mask[[2, 11]] = True
-    _reset_moments(opt, sae, mask)
+    reset_moments(opt, sae, mask)
     for name, p in sae.named_parameters():
         for k in ("exp_avg", "exp_avg_sq"):
             v, old = opt.state[p][k], before[name][k]
@@ -277,8 +277,8 @@ def test_bfloat16_autocast_trains_and_stays_close_to_float32(toy, arch):
     ref = train({"arch": arch, "d_sae": 64, **TOY[arch]}, X[:4096], cfg(steps=150))
     bf = train({"arch": arch, "d_sae": 64, **TOY[arch]}, X[:4096], cfg(steps=150, autocast="bfloat16"))
     assert all(p.dtype == torch.float32 for p in bf.sae.parameters())
-    f_ref = evaluate(ref.sae, X[4096:])["fvu"]
-    f_bf = evaluate(bf.sae, X[4096:])["fvu"]
+    f_ref = evaluate(ref.sae, X[4096:]).fvu
+    f_bf = evaluate(bf.sae, X[4096:]).fvu
     assert f_bf < 0.5 and abs(f_bf - f_ref) < 0.1, (f_ref, f_bf)
     assert not state_equal(ref.sae, bf.sae)  # the option did change the arithmetic
     with pytest.raises(ValueError, match=r"autocast == 'fp8', must be 'none' or 'bfloat16'"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -63,15 +64,41 @@ class AdaptiveConfig(SAEConfig):
             raise ValueError(f"eps == {self.eps!r}, must be a finite number > 0")
 
 
-def adaptive_weights(ema: Tensor, q: float, gamma: float, w_min: float, w_max: float, eps: float) -> Tensor:
-    """(d_sae,) w_j = clamp((ref / (ema_j + eps))^γ, w_min, w_max), ref = mean of top q % of ema."""
-    n_top = max(1, math.ceil(q / 100.0 * ema.numel()))
-    ref = ema.topk(n_top).values.mean()
-    return ((ref / (ema + eps)) ** gamma).clamp(w_min, w_max)
+def adaptive_weights(ema: Tensor, q: Any, gamma: Any, w_min: Any, w_max: Any, eps: Any) -> Tensor:
+    """(d_sae,) w_j = clamp((ref / (ema_j + eps))^γ, w_min, w_max), ref = mean of top q % of ema.
+
+    A stack passes ema (S, d_sae) and gets (S, d_sae); any hyper-parameter may then be an (S,)
+    tensor of per-member values.
+    """
+    if ema.ndim == 1:
+        n_top = max(1, math.ceil(q / 100.0 * ema.numel()))
+        ref = ema.topk(n_top).values.mean()
+        return ((ref / (ema + eps)) ** gamma).clamp(w_min, w_max)
+    col = [v.view(-1, 1) if isinstance(v, Tensor) else v for v in (q, gamma, w_min, w_max, eps)]
+    q, gamma, w_min, w_max, eps = col
+    m = ema.shape[-1]
+    if isinstance(q, Tensor):  # per-member top-q means from one sort
+        n_top = torch.clamp(torch.ceil(q.double() / 100.0 * m), min=1).long()  # (S, 1)
+        srt = ema.sort(dim=-1, descending=True).values
+        ref = srt.cumsum(-1).gather(-1, n_top - 1) / n_top.to(ema.dtype)
+    else:
+        ref = ema.topk(max(1, math.ceil(q / 100.0 * m)), dim=-1).values.mean(-1, keepdim=True)
+    w = (ref / (ema + eps)) ** gamma
+    if isinstance(w_min, Tensor) or isinstance(w_max, Tensor):
+        return torch.maximum(torch.minimum(w, torch.as_tensor(w_max, dtype=w.dtype)), torch.as_tensor(w_min, dtype=w.dtype))
+    return w.clamp(w_min, w_max)
 
 
-def warmup_factor(step: int, warmup_steps: int, ramp_steps: int) -> float:
-    """f(t) = 0 for t <= warmup_steps, then linear to 1 over ramp_steps (1 after)."""
+def warmup_factor(step: int, warmup_steps: Any, ramp_steps: Any) -> Any:
+    """f(t) = 0 for t <= warmup_steps, then linear to 1 over ramp_steps (1 after).
+
+    A float; an (S,) float32 tensor when warmup_steps or ramp_steps are per-member tensors."""
+    if isinstance(warmup_steps, Tensor) or isinstance(ramp_steps, Tensor):
+        w = torch.as_tensor(warmup_steps, dtype=torch.float64)
+        r = torch.as_tensor(ramp_steps, dtype=torch.float64)
+        lin = ((step - w) / r.clamp(min=1)).clamp(0.0, 1.0)
+        f = torch.where(step <= w, torch.zeros_like(lin), torch.where(r == 0, torch.ones_like(lin), lin))
+        return f.to(torch.float32)
     if step <= warmup_steps:
         return 0.0
     if ramp_steps == 0:
@@ -79,12 +106,20 @@ def warmup_factor(step: int, warmup_steps: int, ramp_steps: int) -> float:
     return min(1.0, (step - warmup_steps) / ramp_steps)
 
 
-def ramped_weights(w: Tensor, f: float) -> Tensor:
-    """w̃ = 1 + (w − 1)·f."""
+def ramped_weights(w: Tensor, f: Any) -> Tensor:
+    """w̃ = 1 + (w − 1)·f (f a float, or (S,) per member of a stack with w (S, d_sae))."""
+    if isinstance(f, Tensor):
+        f = f.to(w.device).view(-1, 1)
     return 1.0 + (w - 1.0) * f
 
 
 @torch.no_grad()
-def update_ema_(ema: Tensor, z: Tensor, beta: float) -> None:
-    """In place: ema ← β ema + (1 − β) mean over rows of |z| (z (N, d_sae))."""
-    ema.mul_(beta).add_(z.abs().mean(0).to(ema.dtype), alpha=1.0 - beta)
+def update_ema_(ema: Tensor, z: Tensor, beta: Any) -> None:
+    """In place: ema ← β ema + (1 − β) mean over rows of |z| (z (N, d_sae); a stack: ema
+    (S, d_sae), z (S, N, d_sae), β a float or (S,) per member)."""
+    mean = z.abs().mean(-2).to(ema.dtype)
+    if isinstance(beta, Tensor):
+        b = beta.to(ema.device).view(-1, 1)
+        ema.mul_(b).add_(mean * (1.0 - b))
+    else:
+        ema.mul_(beta).add_(mean, alpha=1.0 - beta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,8 +52,10 @@ class AENSAE(BaseSAE):
         self.register_buffer("ema", torch.zeros(cfg.d_sae))
 
     @property
-    def lam2(self) -> float:
-        return float(getattr(self.cfg, "lam2", 0.0))
+    def lam2(self) -> Any:
+        """λ2 (0 for the adaptive lasso); an (S,) tensor for a stack whose members differ."""
+        v = self.hp("lam2")
+        return v if isinstance(v, Tensor) else float(v)
 
     def activation(self, pre: Tensor) -> Tensor:
         return pre.relu()
@@ -60,27 +63,26 @@ class AENSAE(BaseSAE):
     @torch.no_grad()
     def adaptive_weights(self) -> Tensor:
         """(d_sae,) the current ramped weights w̃ (≡ 1 before warm-up ends)."""
-        c = self.cfg
-        f = warmup_factor(int(self.step), c.warmup_steps, c.ramp_steps)
-        if f == 0.0:
+        f = warmup_factor(self._step(), self.hp("warmup_steps"), self.hp("ramp_steps"))
+        if not bool(torch.as_tensor(f).any()):
             return torch.ones_like(self.ema)
-        w = adaptive_weights(self.ema, c.q, c.gamma, c.w_min, c.w_max, c.eps)
+        w = adaptive_weights(self.ema, *(self.hp(n) for n in ("q", "gamma", "w_min", "w_max", "eps")))
         return ramped_weights(w, f)
 
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
         w = self.adaptive_weights()
-        l1 = (z.abs() * w).sum(-1).mean()
-        l2 = z.pow(2).sum(-1).mean()
-        sparsity = self.cfg.lam1 * l1 + self.lam2 * l2
+        l1 = (z.abs() * self._row(w)).sum(-1).mean(-1)
+        l2 = z.pow(2).sum(-1).mean(-1)
+        sparsity = self.hp("lam1") * l1 + self.lam2 * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),
                                            "l1": l1.detach(), "l2": l2.detach()})
 
     @torch.no_grad()
     def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
         """EMA ← β·EMA + (1 − β)·mean_batch|z|, then the base trackers (step += 1)."""
-        update_ema_(self.ema, self.codes_2d(out), self.cfg.beta)
+        update_ema_(self.ema, self.codes_2d(out), self.hp("beta"))
         return super().on_step_end(x, out)
 
     def canonical_penalty(self) -> CanonicalPenalty:

@@ -23,8 +23,10 @@ stored in the config); a single dataset scale *is* folded into the weights by
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -159,6 +161,51 @@ class BaseSAE(nn.Module):
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("tokens_since_fired", torch.zeros(d_sae, dtype=torch.long))
         self.register_buffer("input_scale", torch.ones(()))
+        self.n_stack: int | None = None
+        """None for one SAE; S when :func:`geomsae.saes.stacking.stack_saes` built this module from S."""
+        self.rng_states: list[Tensor] | None = None
+        """Stacked only: each member's torch RNG state, swapped in by :meth:`member_rng`."""
+
+    # ----------------------------------------------------------------- stacking
+    def hp(self, name: str) -> Any:
+        """Hyper-parameter ``name`` of the config: its value, or for a stack whose members
+        differ in it an (S,) tensor on the parameters' device (see StackedConfig)."""
+        v = getattr(self.cfg, name)
+        return v.to(self.W_dec.device) if isinstance(v, Tensor) else v
+
+    def _row(self, t: Tensor) -> Tensor:
+        """A per-latent or per-input vector as a row over tokens: (S, 1, d) stacked, (d,) alone."""
+        return t.unsqueeze(-2) if self.n_stack else t
+
+    def _per_member(self, v: Any, ndim: int) -> Any:
+        """A per-member value (an (S,) tensor) viewed as (S, 1, …) with ``ndim`` trailing ones;
+        numbers and the 0-d buffers of a single SAE pass through."""
+        if isinstance(v, Tensor) and v.ndim == 1 and self.n_stack:
+            return v.view(-1, *([1] * ndim))
+        return v
+
+    def _step(self) -> int:
+        """Optimizer steps taken (members of a stack move in lockstep)."""
+        return int(self.step.reshape(-1)[0])
+
+    def _token_mean(self, t: Tensor) -> Tensor:
+        """Mean over tokens and features: a scalar alone, (S,) per member of a stack."""
+        return t.mean(dim=(-2, -1)) if self.n_stack else t.mean()
+
+    @contextlib.contextmanager
+    def member_rng(self, i: int) -> Iterator[None]:
+        """Run a block with member ``i``'s own RNG state (a stack trained by
+        :func:`geomsae.train_stack.train_stack`), so each member draws what it would alone."""
+        if self.rng_states is None:
+            yield
+            return
+        saved = torch.get_rng_state()
+        torch.set_rng_state(self.rng_states[i])
+        try:
+            yield
+        finally:
+            self.rng_states[i] = torch.get_rng_state()
+            torch.set_rng_state(saved)
 
     # ----------------------------------------------------------------- forward
     def _normalise(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
@@ -169,8 +216,9 @@ class BaseSAE(nn.Module):
         return x, None
 
     def pre_acts(self, x: Tensor) -> Tensor:
-        """(N, d_sae) W_enc (x − b_dec) + b_enc for already-normalised x (N, d_in)."""
-        return (x - self.b_dec) @ self.W_enc.t() + self.b_enc
+        """(N, d_sae) W_enc (x − b_dec) + b_enc for already-normalised x (N, d_in); stacked:
+        x (N, d_in) shared or (S, N, d_in) per member → (S, N, d_sae)."""
+        return (x - self._row(self.b_dec)) @ self.W_enc.mT + self._row(self.b_enc)
 
     def activation(self, pre: Tensor) -> Tensor:
         """(N, d_sae) codes from pre-activations. Implemented by each architecture."""
@@ -192,10 +240,15 @@ class BaseSAE(nn.Module):
         reconstruction in the *normalised* space (forward divides by the token's factor)."""
         if z.ndim == 0 or z.shape[-1] != self.cfg.d_sae:
             raise ValueError(f"codes last dimension == {tuple(z.shape)[-1:]}, must equal d_sae={self.cfg.d_sae}")
-        return z @ self.W_dec.t() + self.b_dec
+        return z @ self.W_dec.mT + self._row(self.b_dec)
 
     def forward(self, x: Tensor) -> SAEOutput:
-        """x (..., d_in) → SAEOutput(x_hat (..., d_in) in the input's space, codes, pre_acts)."""
+        """x (..., d_in) → SAEOutput(x_hat (..., d_in) in the input's space, codes, pre_acts).
+
+        A stack takes x (N, d_in) shared by its members or (S, N, d_in), one batch each, and
+        returns (S, N, ·) tensors."""
+        if self.n_stack:
+            return self._forward_stacked(x)
         x2 = _as_2d(x, self.cfg.d_in, "input x")
         xn, scale = self._normalise(x2)
         z, pre = self._encode(xn)
@@ -209,18 +262,30 @@ class BaseSAE(nn.Module):
             pre.reshape(*lead, self.cfg.d_sae),
         )
 
+    def _forward_stacked(self, x: Tensor) -> SAEOutput:
+        if not isinstance(x, Tensor) or x.ndim not in (2, 3) or x.shape[-1] != self.cfg.d_in or (
+                x.ndim == 3 and x.shape[0] != self.n_stack):
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"input x of a stack of {self.n_stack} has shape {shape}, must be "
+                             f"(N, d_in={self.cfg.d_in}) or ({self.n_stack}, N, {self.cfg.d_in})")
+        xn, scale = self._normalise(x)
+        z, pre = self._encode(xn)
+        x_hat = self.decode(z)
+        return SAEOutput(x_hat if scale is None else x_hat / scale, z, pre)
+
     # -------------------------------------------------------------------- loss
     def residual(self, x: Tensor, out: SAEOutput) -> Tensor:
-        """(N, d_in) x − x̂ in training space: per-token normalised and times input_scale."""
-        x2 = x.reshape(-1, self.cfg.d_in)
-        diff = x2 - out.x_hat.reshape(-1, self.cfg.d_in)
+        """(N, d_in) x − x̂ in training space: per-token normalised and times input_scale
+        ((S, N, d_in) for a stack)."""
+        x2 = x if self.n_stack else x.reshape(-1, self.cfg.d_in)
+        diff = x2 - (out.x_hat if self.n_stack else out.x_hat.reshape(-1, self.cfg.d_in))
         if self.cfg.input_norm == "per_token":
             diff = diff * per_token_scale(x2)
-        return diff * self.input_scale
+        return diff * self._per_member(self.input_scale, 2)
 
     def mse(self, x: Tensor, out: SAEOutput) -> Tensor:
-        """Scalar (1/d_in)‖x − x̂‖² averaged over tokens, in training units."""
-        return self.residual(x, out).pow(2).mean()
+        """Scalar (1/d_in)‖x − x̂‖² averaged over tokens, in training units ((S,) for a stack)."""
+        return self._token_mean(self.residual(x, out).pow(2))
 
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         """The training loss in SAE units (mean over tokens).
@@ -232,7 +297,8 @@ class BaseSAE(nn.Module):
         raise NotImplementedError
 
     def codes_2d(self, out: SAEOutput) -> Tensor:
-        return out.codes.reshape(-1, self.cfg.d_sae)
+        """(N, d_sae) codes ((S, N, d_sae) for a stack)."""
+        return out.codes if self.n_stack else out.codes.reshape(-1, self.cfg.d_sae)
 
     # ----------------------------------------------------- state and decoder
     @torch.no_grad()
@@ -244,25 +310,26 @@ class BaseSAE(nn.Module):
         (d_sae,) mask of latents whose parameters were re-initialised.
         """
         z = self.codes_2d(out)
-        fired = (z > 0).any(dim=0)
-        self.tokens_since_fired += z.shape[0]
-        self.tokens_since_fired[fired] = 0
+        fired = (z > 0).any(dim=-2)
+        self.tokens_since_fired += z.shape[-2]
+        self.tokens_since_fired.masked_fill_(fired, 0)
         self.step += 1
         return None
 
-    def dead_mask(self, window: int) -> Tensor:
-        """(d_sae,) bool: latents that have not fired in the last ``window`` training tokens."""
-        return self.tokens_since_fired >= window
+    def dead_mask(self, window: Any) -> Tensor:
+        """(d_sae,) bool ((S, d_sae) for a stack): latents that have not fired in the last
+        ``window`` training tokens (a number, or an (S,) tensor of per-member windows)."""
+        return self.tokens_since_fired >= self._per_member(window, 1)
 
     def decoder_norms(self) -> Tensor:
-        """(d_sae,) column norms of W_dec in training space (input_scale · ‖W_dec,j‖)."""
-        return self.W_dec.norm(dim=0) * self.input_scale
+        """(d_sae,) column norms of W_dec in training space (input_scale · ‖W_dec,j‖); (S, d_sae) stacked."""
+        return self.W_dec.norm(dim=-2) * self._per_member(self.input_scale, 1)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
         """Rescale W_dec columns to norm 1 in training space (no-op if not unit_norm_decoder)."""
         if self.unit_norm_decoder:
-            self.W_dec.div_(self.decoder_norms().clamp_min(1e-12))
+            self.W_dec.div_(self.decoder_norms().unsqueeze(-2).clamp_min(1e-12))
 
     @torch.no_grad()
     def remove_parallel_grads_(self) -> None:
@@ -271,8 +338,8 @@ class BaseSAE(nn.Module):
         g = self.W_dec.grad
         if not self.unit_norm_decoder or g is None:
             return
-        u = self.W_dec / self.W_dec.norm(dim=0, keepdim=True).clamp_min(1e-12)
-        g.sub_(u * (g * u).sum(dim=0, keepdim=True))
+        u = self.W_dec / self.W_dec.norm(dim=-2, keepdim=True).clamp_min(1e-12)
+        g.sub_(u * (g * u).sum(dim=-2, keepdim=True))
 
     def canonical_penalty(self) -> CanonicalPenalty:
         """The penalty in F units of SPEC §1 for the dictionary D = W_dec, b = b_dec as stored
@@ -285,6 +352,8 @@ class BaseSAE(nn.Module):
         Training loss on s·x is s²·(1/d_in)‖x − x̂‖² + pen(z) with x̂ in raw space; multiply
         by d_in/(2s²) to get F for raw x with the raw decoder: the minimiser z* is unchanged.
         """
+        if self.n_stack:
+            raise ValueError("canonical_penalty of a stack: unstack it first (geomsae.saes.stacking.unstack_sae)")
         s2 = float(self.input_scale) ** 2
         n = self.cfg.d_in
         w = None if weights is None else weights.detach().clone()

@@ -26,11 +26,21 @@ class BatchTopKConfig(TopKConfig):
             raise ValueError(f"threshold_momentum == {m!r}, must be in (0, 1]")
 
 
-def batch_topk_relu(pre: Tensor, k: int) -> Tensor:
-    """(N, d_sae) keep the N·k largest ReLU(pre) over the whole batch, zero the rest."""
-    flat = pre.relu().flatten()
-    vals, idx = flat.topk(min(pre.shape[0] * k, flat.numel()), sorted=False)
-    return torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+def batch_topk_relu(pre: Tensor, k: int | Tensor) -> Tensor:
+    """(N, d_sae) keep the N·k largest ReLU(pre) over the whole batch, zero the rest.
+
+    A stack (pre (S, N, d_sae)) keeps each member's N·k largest over that member's batch;
+    ``k`` may then be an (S,) tensor of per-member k (values past a member's N·k are zeroed).
+    """
+    flat = pre.relu().flatten(-2)
+    n = pre.shape[-2]
+    if not isinstance(k, Tensor):
+        vals, idx = flat.topk(min(n * k, flat.shape[-1]), dim=-1, sorted=False)
+    else:
+        n_max = min(n * int(k.max()), flat.shape[-1])
+        vals, idx = flat.topk(n_max, dim=-1, sorted=True)
+        vals = vals * (torch.arange(n_max, device=pre.device) < (n * k).view(-1, 1))
+    return torch.zeros_like(flat).scatter(-1, idx, vals).view_as(pre)
 
 
 class BatchTopKSAE(TopKSAE):
@@ -59,18 +69,15 @@ class BatchTopKSAE(TopKSAE):
 
     def activation(self, pre: Tensor) -> Tensor:
         if self.training:
-            return batch_topk_relu(pre, self.cfg.k)
-        return torch.where(pre > self.threshold, pre, torch.zeros_like(pre))
+            return batch_topk_relu(pre, self.hp("k"))
+        return torch.where(pre > self._per_member(self.threshold, 2), pre, torch.zeros_like(pre))
 
     @torch.no_grad()
     def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
-        """Update θ from this batch's codes, then the base trackers (step, tokens_since_fired)."""
+        """Update θ from this batch's codes (each member's from its own), then the base trackers."""
         z = self.codes_2d(out)
-        pos = z[z > 0]
-        if pos.numel() > 0:
-            t = pos.min().to(self.threshold.dtype)
-            if int(self.step) == 0:
-                self.threshold.copy_(t)
-            else:
-                self.threshold.lerp_(t, self.cfg.threshold_momentum)
+        t = z.masked_fill(z <= 0, float("inf")).amin(dim=(-2, -1)).to(self.threshold.dtype)  # () or (S,)
+        m = self.hp("threshold_momentum")
+        new = t if self._step() == 0 else torch.lerp(self.threshold, t, m if isinstance(m, Tensor) else float(m))
+        self.threshold.copy_(torch.where(torch.isfinite(t), new, self.threshold))
         return super().on_step_end(x, out)

@@ -47,9 +47,9 @@ class ENSAE(BaseSAE):
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
-        l1 = z.abs().sum(-1).mean()
-        l2 = z.pow(2).sum(-1).mean()
-        sparsity = self.cfg.lam1 * l1 + self.cfg.lam2 * l2
+        l1 = z.abs().sum(-1).mean(-1)
+        l2 = z.pow(2).sum(-1).mean(-1)
+        sparsity = self.hp("lam1") * l1 + self.hp("lam2") * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),
                                            "l1": l1.detach(), "l2": l2.detach()})
 

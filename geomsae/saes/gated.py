@@ -52,19 +52,19 @@ class GatedSAE(BaseSAE):
 
     def _encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         pi_gate = self.pre_acts(x)
-        pi_mag = self.r_mag.exp() * (pi_gate - self.b_enc) + self.b_mag
+        pi_mag = self._row(self.r_mag).exp() * (pi_gate - self._row(self.b_enc)) + self._row(self.b_mag)
         z = (pi_gate > 0).to(x.dtype) * pi_mag.relu()
         return z, pi_gate
 
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
-        gate = out.pre_acts.reshape(-1, self.cfg.d_sae).relu()
-        l1 = gate.sum(-1).mean()
-        sparsity = self.cfg.lam * l1
-        x2 = x.reshape(-1, self.cfg.d_in)
+        gate = (out.pre_acts if self.n_stack else out.pre_acts.reshape(-1, self.cfg.d_sae)).relu()
+        l1 = gate.sum(-1).mean(-1)
+        sparsity = self.hp("lam") * l1
+        x2 = x if self.n_stack else x.reshape(-1, self.cfg.d_in)
         xn = self._normalise(x2)[0]
-        x_gate = gate @ self.W_dec.detach().t() + self.b_dec.detach()
-        aux = (xn - x_gate).mul(self.input_scale).pow(2).mean()
+        x_gate = gate @ self.W_dec.detach().mT + self._row(self.b_dec.detach())
+        aux = self._token_mean((xn - x_gate).mul(self._per_member(self.input_scale, 2)).pow(2))
         parts = {"mse": mse.detach(), "sparsity": sparsity.detach(), "aux": aux.detach(), "l1": l1.detach()}
         return LossOutput(mse + sparsity + aux, parts)
 

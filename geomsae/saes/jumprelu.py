@@ -41,7 +41,7 @@ class _JumpReLU(torch.autograd.Function):
     """y = pre·H(pre − θ); ∂y/∂pre = H(pre − θ); ∂y/∂θ := −(θ/ε) K((pre − θ)/ε)."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(pre, theta)
         ctx.eps = eps
         return pre * (pre > theta).to(pre.dtype)
@@ -51,7 +51,7 @@ class _JumpReLU(torch.autograd.Function):
         pre, theta = ctx.saved_tensors
         eps = ctx.eps
         g_pre = g * (pre > theta).to(g.dtype)
-        g_theta = (-(theta / eps) * _rect((pre - theta) / eps) * g).sum(0)
+        g_theta = (-(theta / eps) * _rect((pre - theta) / eps) * g).sum_to_size(theta.shape)
         return g_pre, g_theta, None
 
 
@@ -59,7 +59,7 @@ class _Step(torch.autograd.Function):
     """y = H(pre − θ); ∂y/∂pre = 0; ∂y/∂θ := −(1/ε) K((pre − θ)/ε)."""
 
     @staticmethod
-    def forward(ctx, pre: Tensor, theta: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(pre, theta)
         ctx.eps = eps
         return (pre > theta).to(pre.dtype)
@@ -68,7 +68,7 @@ class _Step(torch.autograd.Function):
     def backward(ctx, g: Tensor):  # type: ignore[override]
         pre, theta = ctx.saved_tensors
         eps = ctx.eps
-        g_theta = (-(1.0 / eps) * _rect((pre - theta) / eps) * g).sum(0)
+        g_theta = (-(1.0 / eps) * _rect((pre - theta) / eps) * g).sum_to_size(theta.shape)
         return torch.zeros_like(pre), g_theta, None
 
 
@@ -102,13 +102,13 @@ class JumpReLUSAE(BaseSAE):
         return self.log_threshold.exp()
 
     def activation(self, pre: Tensor) -> Tensor:
-        return _JumpReLU.apply(pre, self.threshold, self.cfg.bandwidth)
+        return _JumpReLU.apply(pre, self._row(self.threshold), self._per_member(self.hp("bandwidth"), 2))
 
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
-        pre = out.pre_acts.reshape(-1, self.cfg.d_sae)
-        l0 = _Step.apply(pre, self.threshold, self.cfg.bandwidth).sum(-1).mean()
-        sparsity = self.cfg.lam * l0
+        pre = out.pre_acts if self.n_stack else out.pre_acts.reshape(-1, self.cfg.d_sae)
+        l0 = _Step.apply(pre, self._row(self.threshold), self._per_member(self.hp("bandwidth"), 2)).sum(-1).mean(-1)
+        sparsity = self.hp("lam") * l0
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(), "l0": l0.detach()})
 
     def canonical_penalty(self) -> CanonicalPenalty:

@@ -71,8 +71,8 @@ class ReLUL1SAE(BaseSAE):
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
-        l1 = (z * self.decoder_norms()).sum(-1).mean()
-        sparsity = self.cfg.lam * l1
+        l1 = (z * self._row(self.decoder_norms())).sum(-1).mean(-1)
+        sparsity = self.hp("lam") * l1
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(), "l1": l1.detach()})
 
     def canonical_penalty(self) -> CanonicalPenalty:
@@ -80,32 +80,58 @@ class ReLUL1SAE(BaseSAE):
 
     @torch.no_grad()
     def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
-        """Base trackers; then, if resampling is due, re-initialise dead latents and return their mask."""
+        """Base trackers; then, if resampling is due, re-initialise dead latents and return their
+        mask ((S, d_sae) for a stack, each member resampling on its own schedule and RNG)."""
         super().on_step_end(x, out)
-        if not self.cfg.resample or int(self.step) % self.cfg.resample_every != 0:
+        if not self.n_stack:
+            if not self.cfg.resample or self._step() % self.cfg.resample_every != 0:
+                return None
+            return self.resample_(x, out)
+        due = [i for i, c in enumerate(self.cfg.members) if c.resample and self._step() % c.resample_every == 0]
+        if not due:
             return None
-        return self.resample_(x, out)
+        resid = self.residual(x, out)
+        mask = torch.zeros_like(self.tokens_since_fired, dtype=torch.bool)
+        for i in due:
+            with self.member_rng(i):
+                got = _resample(self.W_dec[i], self.W_enc[i], self.b_enc[i], self.tokens_since_fired[i],
+                                self.cfg.members[i].dead_window, resid[i], self.input_scale[i],
+                                self.cfg.members[i].resample_enc_scale)
+            if got is not None:
+                mask[i] = got
+        return mask if bool(mask.any()) else None
 
     @torch.no_grad()
     def resample_(self, x: Tensor, out: SAEOutput) -> Tensor | None:
         """Re-initialise the latents dead for ``dead_window`` tokens; returns the mask or None."""
-        dead = self.dead_mask(self.cfg.dead_window)
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return None
-        resid = self.residual(x, out)  # (N, d_in) training space
-        err = resid.pow(2).sum(-1)
-        if not bool((err > 0).any()):
-            return None
-        rows = torch.multinomial(err.pow(2), n_dead, replacement=True)
-        r = resid[rows]
-        r = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (n_dead, d_in)
-        alive = ~dead
-        enc_norm = self.W_enc[alive].norm(dim=-1).mean() if bool(alive.any()) else self.W_enc.new_tensor(1.0)
-        # Raw-space decoder column of norm 1/input_scale is unit norm in training space;
-        # the encoder-row norm is taken from the alive rows (already in raw space).
-        self.W_dec[:, dead] = r.t() / self.input_scale
-        self.W_enc[dead] = r * (self.cfg.resample_enc_scale * enc_norm)
-        self.b_enc[dead] = 0.0
-        self.tokens_since_fired[dead] = 0
-        return dead
+        return _resample(self.W_dec, self.W_enc, self.b_enc, self.tokens_since_fired, self.cfg.dead_window,
+                         self.residual(x, out), self.input_scale, self.cfg.resample_enc_scale)
+
+
+@torch.no_grad()
+def _resample(W_dec: Tensor, W_enc: Tensor, b_enc: Tensor, tokens_since_fired: Tensor, dead_window: int,
+              resid: Tensor, input_scale: Tensor, enc_scale: float) -> Tensor | None:
+    """Resample one SAE in place (its tensors, or views of one member of a stack).
+
+    W_dec (d_in, d_sae), W_enc (d_sae, d_in), b_enc and tokens_since_fired (d_sae,),
+    resid (N, d_in) in training space; returns the (d_sae,) mask of re-initialised latents or None.
+    """
+    dead = tokens_since_fired >= dead_window
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return None
+    err = resid.pow(2).sum(-1)
+    if not bool((err > 0).any()):
+        return None
+    rows = torch.multinomial(err.pow(2), n_dead, replacement=True)
+    r = resid[rows]
+    r = r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # (n_dead, d_in)
+    alive = ~dead
+    enc_norm = W_enc[alive].norm(dim=-1).mean() if bool(alive.any()) else W_enc.new_tensor(1.0)
+    # Raw-space decoder column of norm 1/input_scale is unit norm in training space;
+    # the encoder-row norm is taken from the alive rows (already in raw space).
+    W_dec[:, dead] = r.t() / input_scale
+    W_enc[dead] = r * (enc_scale * enc_norm)
+    b_enc[dead] = 0.0
+    tokens_since_fired[dead] = 0
+    return dead

@@ -44,10 +44,26 @@ class TopKConfig(SAEConfig):
         return max(1, min(k_aux, self.d_sae))
 
 
-def topk_relu(pre: Tensor, k: int) -> Tensor:
-    """(N, d_sae) keep the k largest pre-activations per row, ReLU them, zero the rest."""
-    vals, idx = pre.topk(k, dim=-1, sorted=False)
-    return torch.zeros_like(pre).scatter(-1, idx, vals.relu())
+def topk_indices(pre: Tensor, k: int | Tensor) -> tuple[Tensor, Tensor]:
+    """(values, indices), both (..., N, k_max): the k largest pre-activations per row, ReLU'd.
+
+    ``k`` is an int, or for a stack (pre (S, N, d_sae)) an (S,) tensor of per-member k: then
+    k_max = max k, and each member's values past its own k (in descending order) are zeroed.
+    """
+    if not isinstance(k, Tensor):
+        vals, idx = pre.topk(k, dim=-1, sorted=False)
+        return vals.relu(), idx
+    k_max = int(k.max())
+    vals, idx = pre.topk(k_max, dim=-1, sorted=True)
+    keep = torch.arange(k_max, device=pre.device) < k.view(-1, *([1] * (pre.ndim - 1)))
+    return vals.relu() * keep, idx
+
+
+def topk_relu(pre: Tensor, k: int | Tensor) -> Tensor:
+    """(N, d_sae) keep the k largest pre-activations per row, ReLU them, zero the rest
+    ((S, N, d_sae) with per-member k for a stack, see :func:`topk_indices`)."""
+    vals, idx = topk_indices(pre, k)
+    return torch.zeros_like(pre).scatter(-1, idx, vals)
 
 
 def auxk_loss(pre: Tensor, residual: Tensor, W_dec: Tensor, dead: Tensor, k_aux: int) -> Tensor:
@@ -58,18 +74,21 @@ def auxk_loss(pre: Tensor, residual: Tensor, W_dec: Tensor, dead: Tensor, k_aux:
     It is in the same units as the main MSE, so α weighs the two as in sparsify, where both
     are divided by the same total variance. Exactly 0 when no latent is dead.
 
-    pre (N, d_sae) and residual (N, d_in) in training space; dead (d_sae,) bool.
+    pre (N, d_sae) and residual (N, d_in) in training space; dead (d_sae,) bool. A stack has
+    a leading member dimension S on all four and gets an (S,) loss: each member uses
+    min(k_aux, its own n_dead) latents (slots past its n_dead hold −inf, which ReLU zeroes).
     """
-    n_dead = int(dead.sum())
-    if n_dead == 0:
-        return pre.new_zeros(())
-    k = min(k_aux, n_dead)
-    masked = pre.masked_fill(~dead, float("-inf"))
+    n_dead = dead.sum(-1)
+    if not bool(n_dead.any()):
+        return pre.new_zeros(dead.shape[:-1])
+    k = min(k_aux, int(n_dead.max()))
+    masked = pre.masked_fill(~dead.unsqueeze(-2), float("-inf"))
     vals, idx = masked.topk(k, dim=-1, sorted=False)
     z_aux = torch.zeros_like(pre).scatter(-1, idx, vals.relu())
-    e_hat = z_aux @ W_dec.t()
-    scale = min(n_dead / k_aux, 1.0)
-    return scale * (e_hat - residual.detach()).pow(2).mean()
+    e_hat = z_aux @ W_dec.mT
+    scale = (n_dead / k_aux).clamp(max=1.0).to(pre.dtype)
+    err = (e_hat - residual.detach()).pow(2)
+    return scale * (err.mean(dim=(-2, -1)) if dead.ndim > 1 else err.mean())
 
 
 class TopKSAE(BaseSAE):
@@ -99,22 +118,27 @@ class TopKSAE(BaseSAE):
             self.W_enc = nn.Parameter(W / W.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     def activation(self, pre: Tensor) -> Tensor:
-        return topk_relu(pre, self.cfg.k)
+        return topk_relu(pre, self.hp("k"))
 
     def aux_loss(self, x: Tensor, out: SAEOutput) -> Tensor:
-        """Scalar AuxK loss (unweighted, with graph); zero when no latent is dead."""
-        pre = out.pre_acts.reshape(-1, self.cfg.d_sae)
-        return auxk_loss(
-            pre, self.residual(x, out), self.W_dec * self.input_scale,
-            self.dead_mask(self.cfg.dead_window), self.cfg.k_aux_eff,
-        )
+        """Scalar AuxK loss (unweighted, with graph; (S,) for a stack); zero when no latent is dead."""
+        pre = out.pre_acts if self.n_stack else out.pre_acts.reshape(-1, self.cfg.d_sae)
+        k_aux = self.hp("k_aux_eff")
+        if isinstance(k_aux, Tensor):
+            raise ValueError("the members of a TopK stack must share k_aux")
+        return auxk_loss(pre, self.residual(x, out), self.W_dec * self._per_member(self.input_scale, 2),
+                         self.dead_mask(self.hp("dead_window")), k_aux)
 
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         zero = mse.detach() * 0.0
-        aux = self.aux_loss(x, out) if self.cfg.auxk else zero
-        total = mse + self.cfg.auxk_alpha * aux if self.cfg.auxk else mse
-        return LossOutput(total, {"mse": mse.detach(), "sparsity": zero, "aux": aux.detach()})
+        auxk = self.hp("auxk")  # a bool, or (S,) for a stack whose members differ
+        if auxk is False:
+            return LossOutput(mse, {"mse": mse.detach(), "sparsity": zero, "aux": zero})
+        aux = self.aux_loss(x, out)
+        alpha = self.hp("auxk_alpha")
+        weight = alpha if auxk is True else auxk.to(mse.dtype) * alpha
+        return LossOutput(mse + weight * aux, {"mse": mse.detach(), "sparsity": zero, "aux": aux.detach()})
 
     def canonical_penalty(self) -> CanonicalPenalty:
         return self._canonical(0.0, 0.0, None, exact=False)

@@ -1,0 +1,264 @@
+"""Pieces shared by the single-SAE trainer (:mod:`geomsae.train`) and the stacked one
+(:mod:`geomsae.train_stack`): input statistics, building an SAE from a spec, Adam and its
+moment resets, signal handling, determinism, resume checks, the metrics record and log."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from geomsae.saes.base import per_token_scale
+from geomsae.train_config import TrainConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def input_stats(batches: Iterator[Tensor] | list[Tensor], n_tokens: int, per_token: bool = False) -> tuple[float, Tensor]:
+    """(mean ‖x‖², (d_in,) float64 mean of x) over the first ``n_tokens`` rows of ``batches``;
+    with ``per_token`` the mean is that of the rows rescaled to norm √d_in (float64 sums)."""
+    total, n, vec = 0.0, 0, None
+    for x in batches:
+        x = x[: n_tokens - n].double()
+        total += float(x.pow(2).sum())
+        xs = x * per_token_scale(x) if per_token else x
+        vec = xs.sum(0) if vec is None else vec + xs.sum(0)
+        n += x.shape[0]
+        if n >= n_tokens:
+            break
+    if n == 0 or total <= 0 or vec is None:
+        raise ValueError(f"cannot estimate the input statistics: mean ‖x‖² == {total / max(n, 1)} over {n} tokens")
+    return total / n, vec / n
+
+
+def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_tokens: int) -> float:
+    """s = √(d_in / mean‖x‖²) over the first ``n_tokens`` rows of ``batches`` (float64 sums)."""
+    return math.sqrt(d_in / input_stats(batches, n_tokens)[0])
+
+
+def build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
+    """An SAE from an instance, an SAEConfig, or a mapping {"arch": ..., **fields}."""
+    from geomsae.saes import ARCHS, BaseSAE, SAEConfig, make
+
+    if isinstance(spec, BaseSAE):
+        sae = spec
+    else:
+        if isinstance(spec, SAEConfig):
+            arch = next((a for a, c in ARCHS.items() if type(spec) is c.config_class), None)
+            if arch is None:
+                raise ValueError(f"no architecture has the config class {type(spec).__name__}")
+            fields = dataclasses.asdict(spec)
+        elif isinstance(spec, Mapping) and "arch" in spec:
+            fields = {k: v for k, v in spec.items() if k != "arch"}
+            arch = spec["arch"]
+        else:
+            raise ValueError(f"cannot build an SAE from a {type(spec).__name__}: pass an SAE, an SAEConfig "
+                             "or a dict with 'arch'")
+        fields.setdefault("d_in", d_in)
+        if cfg.input_norm == "per_token":
+            fields["input_norm"] = "per_token"
+        if "d_sae" not in fields:
+            raise ValueError(f"the SAE spec for arch {arch!r} lacks 'd_sae'")
+        torch.manual_seed(cfg.seed)
+        sae = make(arch, fields.pop("d_in"), fields.pop("d_sae"), **fields)
+    if sae.cfg.d_in != d_in:
+        raise ValueError(f"the SAE has d_in == {sae.cfg.d_in} but the activations have d_in == {d_in}")
+    if cfg.input_norm == "per_token":
+        sae.cfg.input_norm = "per_token"
+    elif cfg.input_norm == "dataset" and sae.cfg.input_norm == "per_token":
+        raise ValueError("input_norm == 'dataset' but the SAE normalises per token (cfg.input_norm == 'per_token'); "
+                         "use input_norm='per_token' or 'none'")
+    return sae
+
+
+def reset_moments(opt: torch.optim.Optimizer, sae: Any, mask: Tensor) -> None:
+    """Zero the Adam moments of the latents in ``mask`` (d_sae,) without a host sync.
+
+    For a stack, ``mask`` is (S, d_sae) and every parameter has the member dimension first.
+    """
+    d_sae = sae.cfg.d_sae
+    lead = 1 if sae.n_stack else 0
+    for name, p in sae.named_parameters():
+        st = opt.state.get(p)
+        if not st or name == "b_dec":
+            continue
+        dim = {"W_enc": 0, "b_enc": 0, "W_dec": 1}.get(name)
+        if dim is None:
+            dim = next((i for i, n in enumerate(p.shape[lead:]) if n == d_sae), None)
+            if dim is None:
+                continue
+        shape = [1] * p.ndim
+        shape[lead + dim] = d_sae
+        if lead:
+            shape[0] = p.shape[0]
+        m = mask.reshape(shape)
+        for k in ("exp_avg", "exp_avg_sq"):
+            st[k].masked_fill_(m, 0.0)
+
+
+class StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def sigint_deferred(enabled: bool) -> Iterator[StopFlag]:
+    """Turn the first Ctrl-C into a request honoured between steps; the second aborts."""
+    flag = StopFlag()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    prev = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print("\ngeomsae train: interrupted; saving a checkpoint after this step (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, prev if prev is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def autocast(mode: str, device: torch.device) -> Any:
+    if mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, fused (one pass per parameter) where this torch build supports it on the device."""
+    kw = dict(lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.adam_eps)
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **kw)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device == {name!r} but CUDA is not available")
+    return dev
+
+
+RESUME_FIXED = ("batch_size", "seed", "data_seed", "input_norm", "input_scale_tokens", "betas", "adam_eps", "dtype")
+
+
+def check_resume(saved: dict[str, Any], cfg: TrainConfig, spec: Any, doc: dict[str, Any], where: Path) -> None:
+    for name in RESUME_FIXED:
+        want = getattr(cfg, name)
+        got = saved.get(name)
+        if isinstance(want, tuple):
+            got = tuple(got) if got is not None else got
+        if got != want:
+            raise ValueError(f"cannot resume from {str(where)!r}: {name} == {want!r}, the checkpoint has {got!r}")
+    from geomsae.saes import BaseSAE
+
+    if isinstance(spec, BaseSAE):
+        arch, fields = spec.arch, dataclasses.asdict(spec.cfg)
+    elif isinstance(spec, Mapping):
+        arch, fields = spec.get("arch"), {k: v for k, v in spec.items() if k != "arch"}
+    else:
+        arch, fields = None, dataclasses.asdict(spec)
+    if arch is not None and arch != doc["arch"]:
+        raise ValueError(f"cannot resume from {str(where)!r}: arch == {arch!r}, the checkpoint has {doc['arch']!r}")
+    for k, v in fields.items():
+        if k in doc["cfg"] and k != "input_norm" and doc["cfg"][k] != (list(v) if isinstance(v, tuple) else v):
+            raise ValueError(f"cannot resume from {str(where)!r}: SAE {k} == {v!r}, "
+                             f"the checkpoint has {doc['cfg'][k]!r}")
+
+
+def step_record(step: int, tokens: int, lr: float, x: Tensor, out: Any, lo: Any, sae: Any,
+                cfg: TrainConfig, t0: float, tokens0: int, member: int | None = None) -> dict[str, Any]:
+    """The metrics.jsonl record of a step; for a stack, that of ``member`` (its slice of
+    x when x is per member, of the outputs, losses and dead-latent trackers)."""
+    from geomsae import metrics
+
+    def pick(t: Tensor) -> Tensor:
+        return t if member is None else t[member]
+
+    x_m = x if member is None or x.ndim == 2 else x[member]
+    rec: dict[str, Any] = {"step": step, "tokens": tokens, "lr": lr, "loss": float(pick(lo.loss.detach()))}
+    rec.update({k: float(pick(v)) for k, v in lo.parts.items()})
+    try:
+        rec["fvu"] = metrics.fvu(x_m, pick(out.x_hat))
+    except ValueError:  # a batch without variance: FVU undefined
+        rec["fvu"] = float("nan")
+    rec["l0"] = metrics.l0(pick(out.codes))
+    rec["dead_fraction"] = float(pick(sae.dead_mask(cfg.dead_window_tokens)).float().mean())
+    elapsed = time.perf_counter() - t0
+    rec["tokens_per_s"] = (tokens - tokens0) / elapsed if elapsed > 0 else 0.0
+    return rec
+
+
+def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
+                per_token: bool) -> tuple[Iterator[Tensor], float | None, Tensor | None]:
+    """The shuffled batch iterator of a run from ``start_step`` on (seeded by ``cfg.stream_seed``)
+    and, when ``stats``, (mean ‖x‖², (d_in,) mean) of the first ``cfg.input_scale_tokens`` tokens
+    of that stream (per-token normalised for the mean when ``per_token``); else (it, None, None).
+
+    A finite source is probed with a second pass over at most one epoch; a one-shot stream is
+    read ahead and its head put back in front of the iterator.
+    """
+    from geomsae.data import ChunkedSource
+
+    finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
+    it = src.batches(cfg.batch_size, seed=cfg.stream_seed, shuffle=True, epochs=None if finite_epochs else 1,
+                     start_batch=start_step, drop_last=True)
+    if not stats:
+        return it, None, None
+    if isinstance(src, ChunkedSource):
+        probe = src.batches(cfg.batch_size, seed=cfg.stream_seed, epochs=1)  # at most one epoch
+        msq, mean = input_stats(probe, min(cfg.input_scale_tokens, src.n_tokens), per_token)
+        return it, msq, mean
+    head = []
+    for x in it:
+        head.append(x)
+        if sum(h.shape[0] for h in head) >= cfg.input_scale_tokens:
+            break
+    msq, mean = input_stats(head, cfg.input_scale_tokens, per_token)
+    return chain(head, it), msq, mean
+
+
+def chain(head: list[Tensor], rest: Iterator[Tensor]) -> Iterator[Tensor]:
+    yield from head
+    yield from rest
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop records after ``step`` (left by a run stopped after its last checkpoint)."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    tmp.replace(path)
