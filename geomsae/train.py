@@ -117,6 +117,7 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
             model = ckpt.load_sae(last, fold=False).to(device)
         else:
             model = build_sae(sae, src.d_in, cfg).to(device)
+        model.set_decoder_impl(cfg.decoder)
         if model.cfg.d_in != src.d_in:
             raise ValueError(f"the SAE has d_in == {model.cfg.d_in} but the activations have d_in == {src.d_in}")
         params = [p for p in model.parameters() if p.requires_grad]

@@ -65,6 +65,11 @@ class TrainConfig:
     autocast: Literal["none", "bfloat16"] = "none"
     """Mixed precision: 'bfloat16' runs forward and loss under torch.autocast (parameters, Adam and
     the decoder constraint stay float32); meant for GPUs, where it roughly doubles throughput."""
+    decoder: Literal["auto", "dense", "sparse"] = "auto"
+    """How the SAE decodes in training: 'dense' (z @ W_decᵀ), 'sparse' (only the nonzero codes;
+    TopK through its k indices; not for JumpReLU) or 'auto' (sparse on CPU where the measured
+    cost model predicts it wins, see geomsae.saes.sparse). Same result either way up to the
+    order of float sums."""
     progress: bool = True
     """Show a tqdm progress bar (postfix: loss, fvu, l0, dead)."""
     deterministic: bool = True
@@ -106,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"input_norm == {self.input_norm!r}, must be 'none', 'per_token' or 'dataset'")
         if self.dtype != "float32":
             raise ValueError(f"dtype == {self.dtype!r}, only 'float32' is supported")
+        if self.decoder not in ("auto", "dense", "sparse"):
+            raise ValueError(f"decoder == {self.decoder!r}, must be 'auto', 'dense' or 'sparse'")
         if self.autocast not in ("none", "bfloat16"):
             raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
 

@@ -174,7 +174,7 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
                 if need_stats and cfg.b_dec_init == "mean":
                     with torch.no_grad():
                         members[j].b_dec.copy_((mean * (1.0 if per_token else scales[j])).to(members[j].b_dec))
-        stack = stack_saes(members).to(device)
+        stack = stack_saes(members).to(device).set_decoder_impl(cfg.decoder)
         stack.rng_states = rngs
         params = [p for p in stack.parameters() if p.requires_grad]
         opt = make_adam(params, cfg)

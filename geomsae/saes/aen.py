@@ -44,6 +44,7 @@ class AENSAE(BaseSAE):
     """
 
     arch = "aen"
+    sparse_decode_ok = True
     config_class = AENConfig
     cfg: AENConfig
 
@@ -73,7 +74,7 @@ class AENSAE(BaseSAE):
         mse = self.mse(x, out)
         z = self.codes_2d(out)
         w = self.adaptive_weights()
-        l1 = (z.abs() * self._row(w)).sum(-1).mean(-1)
+        l1 = (z * self._row(w)).sum(-1).mean(-1)  # z >= 0 (ReLU): |z| = z, and no sign pass
         l2 = z.pow(2).sum(-1).mean(-1)
         sparsity = self.hp("lam1") * l1 + self.lam2 * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),

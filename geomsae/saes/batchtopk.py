@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from geomsae.saes.base import SAEOutput
+from geomsae.saes.base import BaseSAE, SAEOutput
 from geomsae.saes.topk import TopKConfig, TopKSAE
 
 
@@ -66,6 +66,9 @@ class BatchTopKSAE(TopKSAE):
     def __init__(self, cfg: BatchTopKConfig) -> None:
         super().__init__(cfg)
         self.register_buffer("threshold", torch.zeros(()))
+
+    # Codes are not k per row (N·k per batch, or a threshold): decode through the density rule.
+    _encode_decode = BaseSAE._encode_decode
 
     def activation(self, pre: Tensor) -> Tensor:
         if self.training:

@@ -38,6 +38,7 @@ class ENSAE(BaseSAE):
     """
 
     arch = "en"
+    sparse_decode_ok = True
     config_class = ENConfig
     cfg: ENConfig
 
@@ -47,7 +48,7 @@ class ENSAE(BaseSAE):
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
-        l1 = z.abs().sum(-1).mean(-1)
+        l1 = z.sum(-1).mean(-1)  # z >= 0 (ReLU): |z| = z, and no sign pass
         l2 = z.pow(2).sum(-1).mean(-1)
         sparsity = self.hp("lam1") * l1 + self.hp("lam2") * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),

@@ -42,6 +42,7 @@ class GatedSAE(BaseSAE):
     """
 
     arch = "gated"
+    sparse_decode_ok = True
     config_class = GatedConfig
     cfg: GatedConfig
 

@@ -61,6 +61,7 @@ class ReLUL1SAE(BaseSAE):
     """
 
     arch = "relu_l1"
+    sparse_decode_ok = True
     config_class = ReLUL1Config
     unit_norm_decoder = False
     cfg: ReLUL1Config

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEConfig, SAEOutput, check_nonneg
+from geomsae.saes.sparse import decode_topk, topk_sparse_wins
 
 
 @dataclass
@@ -109,6 +110,7 @@ class TopKSAE(BaseSAE):
 
     arch = "topk"
     config_class = TopKConfig
+    sparse_decode_ok = True
     cfg: TopKConfig
 
     def __init__(self, cfg: TopKConfig) -> None:
@@ -119,6 +121,18 @@ class TopKSAE(BaseSAE):
 
     def activation(self, pre: Tensor) -> Tensor:
         return topk_relu(pre, self.hp("k"))
+
+    def _encode_decode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(codes, pre_acts, x̂): the decoder reads the k (index, value) pairs directly
+        (:func:`geomsae.saes.sparse.decode_topk`, no scan for nonzeros) when the sparse path
+        is chosen; otherwise the dense decoder of the scattered code."""
+        pre = self.pre_acts(x)
+        vals, idx = topk_indices(pre, self.hp("k"))
+        z = torch.zeros_like(pre).scatter(-1, idx, vals)
+        k = idx.shape[-1]
+        if self._sparse_path(z, topk=k):
+            return z, pre, decode_topk(idx, vals, self.W_dec, self.b_dec)
+        return z, pre, self.decode(z)
 
     def aux_loss(self, x: Tensor, out: SAEOutput) -> Tensor:
         """Scalar AuxK loss (unweighted, with graph; (S,) for a stack); zero when no latent is dead."""
