@@ -114,10 +114,11 @@ def ramped_weights(w: Tensor, f: Any) -> Tensor:
 
 
 @torch.no_grad()
-def update_ema_(ema: Tensor, z: Tensor, beta: Any) -> None:
+def update_ema_(ema: Tensor, z: Tensor, beta: Any, nonneg: bool = False) -> None:
     """In place: ema ← β ema + (1 − β) mean over rows of |z| (z (N, d_sae); a stack: ema
-    (S, d_sae), z (S, N, d_sae), β a float or (S,) per member)."""
-    mean = z.abs().mean(-2).to(ema.dtype)
+    (S, d_sae), z (S, N, d_sae), β a float or (S,) per member). ``nonneg=True`` promises
+    z ≥ 0 (ReLU codes) and skips the pass that takes |z|."""
+    mean = (z if nonneg else z.abs()).mean(-2).to(ema.dtype)
     if isinstance(beta, Tensor):
         b = beta.to(ema.device).view(-1, 1)
         ema.mul_(b).add_(mean * (1.0 - b))

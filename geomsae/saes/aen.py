@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from geomsae.saes.adaptive import AdaptiveConfig, adaptive_weights, ramped_weights, update_ema_, warmup_factor
-from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEOutput, check_nonneg
+from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEOutput, check_nonneg, mean_weighted_l1, sum_squares
 
 
 @dataclass
@@ -74,8 +74,8 @@ class AENSAE(BaseSAE):
         mse = self.mse(x, out)
         z = self.codes_2d(out)
         w = self.adaptive_weights()
-        l1 = (z * self._row(w)).sum(-1).mean(-1)  # z >= 0 (ReLU): |z| = z, and no sign pass
-        l2 = z.pow(2).sum(-1).mean(-1)
+        l1 = mean_weighted_l1(z, w)  # z >= 0 (ReLU): |z| = z
+        l2 = sum_squares(z) / z.shape[-2]
         sparsity = self.hp("lam1") * l1 + self.lam2 * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),
                                            "l1": l1.detach(), "l2": l2.detach()})
@@ -83,7 +83,7 @@ class AENSAE(BaseSAE):
     @torch.no_grad()
     def on_step_end(self, x: Tensor, out: SAEOutput) -> Tensor | None:
         """EMA ← β·EMA + (1 − β)·mean_batch|z|, then the base trackers (step += 1)."""
-        update_ema_(self.ema, self.codes_2d(out), self.hp("beta"))
+        update_ema_(self.ema, self.codes_2d(out), self.hp("beta"), nonneg=True)  # ReLU codes
         return super().on_step_end(x, out)
 
     def canonical_penalty(self) -> CanonicalPenalty:

@@ -100,6 +100,37 @@ def check_nonneg(name: str, value: float) -> None:
         raise ValueError(f"{name} == {value!r}, must be a finite number >= 0")
 
 
+def mean_weighted_l1(z: Tensor, w: Tensor | None = None) -> Tensor:
+    """Mean over tokens of Σ_j w_j z_j for non-negative codes (|z_j| = z_j).
+
+    z (N, d_sae) → scalar, or (S, N, d_sae) → (S,); w (d_sae,) or (S, d_sae) or None (≡ 1).
+    Computed as Σ_j w_j (Σ_n z_nj) / N: one column sum over z instead of a (N, d_sae)
+    product, and its gradient wrt z is w/N broadcast (no (N, d_sae) tensor is written for it).
+    """
+    col = z.sum(-2)
+    return (col if w is None else col * w).sum(-1) / z.shape[-2]
+
+
+def sum_squares(z: Tensor) -> Tensor:
+    """Σ over tokens and latents of z²: z (N, d_sae) → scalar, (S, N, d_sae) → (S,).
+
+    As a squared 2-norm (one read of z, no (N, d_sae) z² written); its gradient 2z·g is the
+    same as that of ``z.pow(2).sum()``."""
+    return torch.linalg.vector_norm(z, dim=(-2, -1)).pow(2)
+
+
+DENSITY_ROWS = 256
+"""Rows of a batch's codes counted to estimate its density (counting all of a (4096, 4096)
+batch took ~37 ms, 5 % of a training step; 256 rows estimate a density of 0.1 to ±0.002)."""
+
+
+def _density(z: Tensor) -> float:
+    """Fraction of nonzero entries of z (…, N, d_sae), counted on its first DENSITY_ROWS rows
+    (per member of a stack)."""
+    head = z.detach()[..., :DENSITY_ROWS, :]
+    return int(torch.count_nonzero(head)) / max(1, head.numel())
+
+
 def per_token_scale(x: Tensor) -> Tensor:
     """(B, 1) factors s with ‖s·x‖ = √d_in for each row (1 for all-zero rows)."""
     norm = x.norm(dim=-1, keepdim=True)
@@ -253,7 +284,7 @@ class BaseSAE(nn.Module):
         p_max = sparse_density_max(self.cfg.d_in, d_sae, batch)
         if p_max <= 0.0:
             return False
-        return int(torch.count_nonzero(z.detach())) / z.numel() < p_max
+        return _density(z) < p_max
 
     def _decode_codes(self, z: Tensor) -> Tensor:
         """(…, N, d_in) forward's decoder: :meth:`decode` or, by :attr:`decoder_impl`, the
@@ -278,7 +309,12 @@ class BaseSAE(nn.Module):
     def pre_acts(self, x: Tensor) -> Tensor:
         """(N, d_sae) W_enc (x − b_dec) + b_enc for already-normalised x (N, d_in); stacked:
         x (N, d_in) shared or (S, N, d_in) per member → (S, N, d_sae)."""
-        return (x - self._row(self.b_dec)) @ self.W_enc.mT + self._row(self.b_enc)
+        xc = x - self._row(self.b_dec)
+        if self.n_stack:  # one batched GEMM with the bias added by it (no separate pass over the codes)
+            if xc.ndim == 2:
+                xc = xc.expand(self.n_stack, *xc.shape)
+            return torch.baddbmm(self.b_enc.unsqueeze(-2), xc, self.W_enc.mT)
+        return torch.addmm(self.b_enc, xc, self.W_enc.mT)
 
     def activation(self, pre: Tensor) -> Tensor:
         """(N, d_sae) codes from pre-activations. Implemented by each architecture."""

@@ -8,7 +8,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEConfig, SAEOutput, check_nonneg
+from geomsae.saes.base import (
+    BaseSAE,
+    CanonicalPenalty,
+    LossOutput,
+    SAEConfig,
+    SAEOutput,
+    check_nonneg,
+    mean_weighted_l1,
+)
 
 
 @dataclass
@@ -72,7 +80,7 @@ class ReLUL1SAE(BaseSAE):
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
-        l1 = (z * self._row(self.decoder_norms())).sum(-1).mean(-1)
+        l1 = mean_weighted_l1(z, self.decoder_norms())
         sparsity = self.hp("lam") * l1
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(), "l1": l1.detach()})
 
