@@ -309,12 +309,20 @@ class BaseSAE(nn.Module):
     def pre_acts(self, x: Tensor) -> Tensor:
         """(N, d_sae) W_enc (x − b_dec) + b_enc for already-normalised x (N, d_in); stacked:
         x (N, d_in) shared or (S, N, d_in) per member → (S, N, d_sae)."""
-        xc = x - self._row(self.b_dec)
+        # b_dec's gradient through the encoder is −W_encᵀ Σ_n ∂L/∂pre_n: a matrix-vector product.
+        # Centring x with a *detached* b_dec keeps autograd from computing ∂L/∂(x − b_dec), a full
+        # (N, d_sae) @ (d_sae, d_in) product (a sixth of a step's FLOPs); the term v.detach() − v,
+        # exactly 0 in value, routes that gradient through v = W_enc b_dec instead.
+        xc = x - self._row(self.b_dec.detach())
+        bias = self.b_enc
+        if self.b_dec.requires_grad and torch.is_grad_enabled():
+            v = (self.W_enc.detach() @ self.b_dec.unsqueeze(-1)).squeeze(-1)  # (d_sae,) or (S, d_sae)
+            bias = bias + (v.detach() - v)
         if self.n_stack:  # one batched GEMM with the bias added by it (no separate pass over the codes)
             if xc.ndim == 2:
                 xc = xc.expand(self.n_stack, *xc.shape)
-            return torch.baddbmm(self.b_enc.unsqueeze(-2), xc, self.W_enc.mT)
-        return torch.addmm(self.b_enc, xc, self.W_enc.mT)
+            return torch.baddbmm(bias.unsqueeze(-2), xc, self.W_enc.mT)
+        return torch.addmm(bias, xc, self.W_enc.mT)
 
     def activation(self, pre: Tensor) -> Tensor:
         """(N, d_sae) codes from pre-activations. Implemented by each architecture."""
@@ -417,7 +425,7 @@ class BaseSAE(nn.Module):
 
     def decoder_norms(self) -> Tensor:
         """(d_sae,) column norms of W_dec in training space (input_scale · ‖W_dec,j‖); (S, d_sae) stacked."""
-        return self.W_dec.norm(dim=-2) * self._per_member(self.input_scale, 1)
+        return torch.linalg.vector_norm(self.W_dec, dim=-2) * self._per_member(self.input_scale, 1)
 
     @torch.no_grad()
     def normalize_decoder_(self) -> None:
@@ -432,8 +440,10 @@ class BaseSAE(nn.Module):
         g = self.W_dec.grad
         if not self.unit_norm_decoder or g is None:
             return
-        u = self.W_dec / self.W_dec.norm(dim=-2, keepdim=True).clamp_min(1e-12)
-        g.sub_(u * (g * u).sum(dim=-2, keepdim=True))
+        W = self.W_dec
+        # g ← g − W_j (g_j·W_j)/‖W_j‖² per column j, without materialising the unit columns
+        coef = torch.linalg.vecdot(g, W, dim=-2) / torch.linalg.vector_norm(W, dim=-2).square().clamp_min(1e-24)
+        g.addcmul_(W, coef.unsqueeze(-2), value=-1.0)
 
     def canonical_penalty(self) -> CanonicalPenalty:
         """The penalty in F units of SPEC §1 for the dictionary D = W_dec, b = b_dec as stored
