@@ -618,3 +618,17 @@ def test_mean_weighted_l1_and_sum_squares_equal_their_definitions() -> None:
     z = torch.zeros(4, 5, requires_grad=True)
     sum_squares(z).backward()
     assert torch.equal(z.grad, torch.zeros(4, 5))
+
+
+def test_column_norms_equal_the_norm_and_survive_a_zero_column() -> None:
+    from geomsae.saes.base import column_norms
+
+    W = torch.randn(3, 5, 7, dtype=torch.float64)
+    W[1, :, 2] = 0.0
+    Wg = W.clone().requires_grad_()
+    got = column_norms(Wg)
+    torch.testing.assert_close(got, W.norm(dim=-2), rtol=1e-12, atol=1e-14)
+    got.sum().backward()
+    want = W / W.norm(dim=-2, keepdim=True).clamp_min(1e-300)
+    torch.testing.assert_close(Wg.grad, want, rtol=1e-12, atol=1e-14)
+    assert torch.isfinite(Wg.grad).all() and (Wg.grad[1, :, 2] == 0).all()
