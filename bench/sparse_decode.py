@@ -263,10 +263,9 @@ def backward_variants(cfg: BenchConfig, d_in: int = 512, d_sae: int = 4096, B: i
         Wm = torch.randn(m, d_in, generator=gen).requires_grad_()
         im = torch.randint(0, m, (B, k), generator=gen)
         t_fb, t_z = median_ms(
-            [lambda: step(F.embedding_bag(im, Wm, mode="sum", per_sample_weights=vals), g, vals, Wm),
-             lambda: torch.zeros(m, d_in)], cfg.repeats, cfg.min_repeat_s)
+            [lambda Wm=Wm, im=im: step(F.embedding_bag(im, Wm, mode="sum", per_sample_weights=vals), g, vals, Wm),
+             lambda m=m: torch.zeros(m, d_in)], cfg.repeats, cfg.min_repeat_s)
         print(f"{m:7d} {t_fb:11.2f} {t_z:22.2f}")
-        del Wm
 
 
 def fit_cost(rows: list[tuple[int, int, int, float, float, float]]) -> DecodeCost:

@@ -56,6 +56,7 @@ from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part
     make_adam,
     open_stream,
     reset_moments,
+    sae_update,
     resolve_device,
     sigint_deferred,
     step_record,
@@ -157,6 +158,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
         return ckpt.write_checkpoint(out, at, sae, opt, counters, meta, pending_input_scale=scale,
                                      keep=cfg.keep_checkpoints)
 
+    clip = (lambda: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
     check_each_step = device.type == "cpu"  # a host sync costs nothing on CPU
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
     log = open(out / METRICS_FILE, "a") if out is not None else None
@@ -184,17 +186,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss)):
                     _diverged(step, lo, lr, save, check_each_step, out)
                 mid_step = True
-                lo.loss.backward()
-                sae.remove_parallel_grads_()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                sae.normalize_decoder_()
-                with torch.no_grad():
-                    mask = sae.on_step_end(x, out_)
-                    if mask is not None:
-                        reset_moments(opt, sae, mask)
+                sae_update(sae, opt, lo.loss, clip, x, out_)
                 step += 1
                 tokens += x.shape[0]
                 mid_step = False

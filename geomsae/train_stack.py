@@ -57,7 +57,7 @@ from geomsae.train_utils import (
     deterministic,
     make_adam,
     open_stream,
-    reset_moments,
+    sae_update,
     resolve_device,
     sigint_deferred,
     step_record,
@@ -228,6 +228,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
             ckpt.write_checkpoint(p, at, members[i], adam_i, counters, metas[i], pending_input_scale=scales[i],
                                   keep=cfg.keep_checkpoints, rng=stack.rng_states[i])
 
+    clip = (lambda: clip_members_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
     check_each_step = device.type == "cpu"
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
                desc=f"{n} x {stack.arch}")
@@ -258,17 +259,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss).all()):
                     _diverged(step, lo, lr, save, check_each_step)
                 mid_step = True
-                lo.loss.sum().backward()
-                stack.remove_parallel_grads_()
-                if cfg.grad_clip > 0:
-                    clip_members_(params, cfg.grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                stack.normalize_decoder_()
-                with torch.no_grad():
-                    mask = stack.on_step_end(x, out_)
-                    if mask is not None:
-                        reset_moments(opt, stack, mask)
+                sae_update(stack, opt, lo.loss.sum(), clip, x, out_)
                 step += 1
                 tokens += x.shape[-2]
                 mid_step = False

@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,28 @@ def resolve_device(name: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device == {name!r} but CUDA is not available")
     return dev
+
+
+def sae_update(sae: Any, opt: torch.optim.Optimizer, loss: Tensor, clip: Callable[[], Any] | None,
+               x: Tensor, out: Any) -> None:
+    """One optimizer update of an SAE or a stack after its forward pass, the same for both trainers.
+
+    backward of ``loss`` (a scalar; a stack passes the sum of its members' losses), the decoder's
+    parallel-gradient projection, ``clip()`` when given, the Adam step, zeroed gradients, the
+    decoder renormalisation, then the SAE's state trackers (:meth:`BaseSAE.on_step_end` on the batch
+    ``x`` and its forward output ``out``), resetting Adam's moments of resampled latents.
+    """
+    loss.backward()
+    sae.remove_parallel_grads_()
+    if clip is not None:
+        clip()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    sae.normalize_decoder_()
+    with torch.no_grad():
+        mask = sae.on_step_end(x, out)
+        if mask is not None:
+            reset_moments(opt, sae, mask)
 
 
 RESUME_FIXED = ("batch_size", "seed", "data_seed", "input_norm", "input_scale_tokens", "betas", "adam_eps", "dtype")

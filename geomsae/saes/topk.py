@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEConfig, SAEOutput, check_nonneg
-from geomsae.saes.sparse import decode_topk, topk_sparse_wins
+from geomsae.saes.sparse import decode_topk
 
 
 @dataclass
