@@ -9,9 +9,11 @@ Conventions shared by every function here:
 
 - ``x``, ``x_hat``: (N, d_in) activations and reconstructions (leading dims beyond one
   are flattened into the token dim N).
-- ``codes``: (N, d_sae). A latent *fires* on a token when its code is nonzero; for SAE
-  codes (non-negative) this is SPEC's z_j > 0, and it makes ``l0(codes) ==
-  firing_counts(codes).sum() / N`` an identity.
+- ``codes``: (N, d_sae). The functions here count a latent as firing where the array they
+  are given is nonzero (``l0(codes) == firing_counts(codes).sum() / N`` is an identity). The
+  evaluation (docs/method.md §3) gives them the *folded* firing mask of :func:`fires`:
+  z_j‖d_j‖ > FIRE_REL · RMS(x), the same rule for every architecture; raw z_j > 0 is the
+  second, "raw" column.
 - Dictionaries ``D_true`` (d_in, n_true) and ``D_learned`` (d_in, n_learned) hold atoms
   as COLUMNS (the D of SPEC §1, an SAE's ``W_dec``); columns are normalised here.
 """
@@ -31,9 +33,21 @@ __all__ = [
     "fvu", "explained_variance", "fvu_per_token_mean", "FVUAccumulator",
     "l0", "firing_counts", "FiringTracker", "dead_fraction", "dense_fraction",
     "firing_histogram", "l2_ratio", "relative_reconstruction_bias",
-    "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mcc", "support_prf",
-    "Match",
+    "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mmcs_1to1", "mcc", "support_prf",
+    "Match", "FIRE_REL", "RARE_THRESHOLDS", "fires", "rms_norm", "rare_fraction", "is_collapsed",
+    "COLLAPSE_FVU", "COLLAPSE_L0", "CorrelationAccumulator", "correlation_matrix", "spike_only_dictionary",
+    "chance_corrected",
 ]
+
+FIRE_REL = 1e-3
+"""A latent fires on a token when its folded contribution z_j‖d_j‖ exceeds FIRE_REL · RMS(x)
+(:func:`fires`; docs/method.md §3)."""
+RARE_THRESHOLDS = (1e-4, 1e-5)
+"""Firing frequencies below which a latent counts as near-starved (:func:`rare_fraction`)."""
+COLLAPSE_FVU = 0.95
+"""A run with held-out FVU ≥ this is collapsed (:func:`is_collapsed`)."""
+COLLAPSE_L0 = 0.5
+"""A run with held-out L0 < this is collapsed (:func:`is_collapsed`)."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -147,6 +161,18 @@ class FVUAccumulator:
     def explained_variance(self) -> float:
         """1 − :meth:`value`."""
         return 1.0 - self.value()
+
+    def mean(self) -> Tensor:
+        """(d_in,) float64 mean x̄ of the tokens seen."""
+        if self._mean is None:
+            raise ValueError("FVUAccumulator.mean() called before any update (N == 0)")
+        return self._mean
+
+    def rms(self) -> float:
+        """√(Σ‖x_i − x̄‖² / N) of the tokens seen (:func:`rms_norm` streamed)."""
+        if self.n_tokens == 0 or self._m2 <= 0.0:
+            raise ValueError(f"RMS(x) is undefined: N == {self.n_tokens}, centred sum of squares {self._m2}")
+        return math.sqrt(self._m2 / self.n_tokens)
 
 
 # --------------------------------------------------------------------------- firing
@@ -277,6 +303,73 @@ class FiringTracker:
         return self.counts.double() / self.n_tokens
 
 
+def rms_norm(x: Any) -> float:
+    """RMS(x) = √(Σ_i ‖x_i − x̄‖² / N), the centred root-mean-square token norm (x̄ the set mean).
+
+    The scale of the firing rule (:func:`fires`): centred, because b_dec models the mean.
+    :param x: (N, d_in) activations, N ≥ 1; zero spread raises ValueError.
+    """
+    xs = _tokens(x, "x")
+    if xs.shape[0] == 0:
+        raise ValueError("x has no tokens (N == 0)")
+    v = float((xs - xs.mean(0)).pow(2).sum(-1).mean())
+    if v <= 0.0:
+        raise ValueError(f"x has zero spread over its N={xs.shape[0]} tokens; RMS(x) is 0")
+    return math.sqrt(v)
+
+
+def fires(codes: Any, decoder_norms: Any, rms: float, rel: float = FIRE_REL) -> Tensor:
+    """The folded firing mask: latent j fires on token i when z_ij·‖d_j‖ > rel · rms.
+
+    z_ij‖d_j‖ is the norm of latent j's contribution to x̂_i, the code of the *folded* SAE
+    (unit-norm decoder columns, scale moved into the codes), so a latent whose decoder column
+    has shrunk to nothing (relu_l1's collapse) does not count as alive however large its
+    code. The same rule for every architecture; codes ≤ 0 never fire.
+
+    :param codes: (N, d_sae) codes of the SAE as stored (raw space).
+    :param decoder_norms: (d_sae,) norms ‖d_j‖ of the decoder columns in the same space.
+    :param rms: the data's RMS norm (:func:`rms_norm`), > 0.
+    :param rel: the relative threshold (:data:`FIRE_REL`), ≥ 0.
+    :returns: (N, d_sae) bool, on the device of ``codes``.
+    """
+    c = _tokens(codes, "codes", dtype=None)
+    n = _tensor(decoder_norms, "decoder_norms", dtype=c.dtype if c.is_floating_point() else torch.float64)
+    n = n.reshape(-1).to(c.device)
+    if n.shape[0] != c.shape[1]:
+        raise ValueError(f"decoder_norms has {n.shape[0]} entries but codes has d_sae == {c.shape[1]}")
+    if not (math.isfinite(rms) and rms > 0):
+        raise ValueError(f"rms == {rms!r}, must be a finite number > 0")
+    if not (math.isfinite(rel) and rel >= 0):
+        raise ValueError(f"rel == {rel!r}, must be a finite number >= 0")
+    return (c * n) > rel * rms
+
+
+def rare_fraction(freqs: Any, threshold: float) -> float:
+    """Near-starvation: share of latents firing on fewer than ``threshold`` of the tokens
+    (dead latents included, so it is ≥ the dead fraction).
+
+    :param freqs: (d_sae,) firing frequencies in [0, 1].
+    :param threshold: a frequency in (0, 1], e.g. 1e-4 or 1e-5 (:data:`RARE_THRESHOLDS`). With N
+        evaluation tokens an alive latent has frequency ≥ 1/N, so below N = 1/threshold this
+        equals the dead fraction: the caller reports it as NaN there (``evaluate`` does).
+    """
+    if not (math.isfinite(threshold) and 0 < threshold <= 1):
+        raise ValueError(f"threshold == {threshold!r}, must be in (0, 1]")
+    f = _tensor(freqs, "freqs").reshape(-1)
+    if f.numel() == 0:
+        raise ValueError("freqs is empty")
+    return float((f < threshold).double().mean())
+
+
+def is_collapsed(fvu: float, l0: float) -> bool:
+    """A collapsed run: FVU ≥ :data:`COLLAPSE_FVU` (explains almost nothing) or L0 < :data:`COLLAPSE_L0`
+    (almost no latent fires). Such runs are kept in results.csv but never interpolated between."""
+    for name, v in (("fvu", fvu), ("l0", l0)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} == {v!r}, must be finite")
+    return bool(fvu >= COLLAPSE_FVU or l0 < COLLAPSE_L0)
+
+
 # --------------------------------------------------------------------------- shrinkage
 def l2_ratio(x: Any, x_hat: Any) -> float:
     """mean_i ‖x̂_i‖ / ‖x_i‖ (< 1 indicates shrinkage). x, x_hat: (N, d_in); no ‖x_i‖ = 0."""
@@ -362,10 +455,120 @@ def hungarian_match(D_true: Any, D_learned: Any) -> Match:
     return Match(ti, li, c[ti, li])
 
 
-def mcc(D_true: Any, D_learned: Any) -> float:
-    """Mean |cos| over the Hungarian matching (:func:`hungarian_match`), i.e. averaged over
-    P = min(n_true, n_learned) pairs; sign-invariant. Shapes as :func:`cosine_matrix`."""
+def mmcs_1to1(D_true: Any, D_learned: Any) -> float:
+    """One-to-one MMCS: mean |cos| over the Hungarian matching of decoder atoms
+    (:func:`hungarian_match`), averaged over P = min(n_true, n_learned) pairs; sign-invariant.
+    Shapes as :func:`cosine_matrix`. (Until issue 12 this was reported as "MCC"; the MCC of
+    the identifiability literature is :func:`mcc`, on activations.)"""
     return float(hungarian_match(D_true, D_learned).cos.abs().mean())
+
+
+class CorrelationAccumulator:
+    """Streaming Pearson correlations between true codes (N, n_true) and learned codes (N, d_sae).
+
+    Keeps in float64 N, Σa, Σb, Σa², Σb² and Σ aᵀb, so :meth:`value` equals
+    :func:`correlation_matrix` on the concatenation of all batches (up to rounding).
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._sa = self._sb = self._saa = self._sbb = self._sab = None  # type: Tensor | None
+
+    def update(self, z_true: Any, z_learned: Any) -> None:
+        """Add a batch: z_true (B, n_true), z_learned (B, d_sae)."""
+        a, b = _tokens(z_true, "z_true"), _tokens(z_learned, "z_learned").to(torch.float64)
+        b = b.to(a.device)
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"z_true has {a.shape[0]} tokens but z_learned has {b.shape[0]}")
+        if self._sa is not None and (self._sa.shape[0] != a.shape[1] or self._sb.shape[0] != b.shape[1]):
+            raise ValueError(f"batch widths ({a.shape[1]}, {b.shape[1]}) differ from earlier batches "
+                             f"({self._sa.shape[0]}, {self._sb.shape[0]})")
+        parts = (a.sum(0), b.sum(0), a.pow(2).sum(0), b.pow(2).sum(0), a.T @ b)
+        if self._sa is None:
+            self._sa, self._sb, self._saa, self._sbb, self._sab = parts
+        else:
+            self._sa, self._sb, self._saa, self._sbb, self._sab = (
+                u + v for u, v in zip((self._sa, self._sb, self._saa, self._sbb, self._sab), parts))
+        self.n += a.shape[0]
+
+    def value(self) -> Tensor:
+        """(n_true, d_sae) float64 Pearson correlations; 0 where either side is constant."""
+        if self.n < 2:
+            raise ValueError(f"correlations need at least 2 tokens, got N == {self.n}")
+        n = self.n
+        cov = self._sab / n - torch.outer(self._sa / n, self._sb / n)
+        va = (self._saa / n - (self._sa / n).pow(2)).clamp_min(0)
+        vb = (self._sbb / n - (self._sb / n).pow(2)).clamp_min(0)
+        den = torch.outer(va.sqrt(), vb.sqrt())
+        # a constant column (never fires, or always the same value) has no correlation: 0
+        tiny = 1e-12 * max(float(va.max()), float(vb.max()), 1e-300)
+        ok = torch.outer(va > tiny, vb > tiny)
+        return torch.where(ok, cov / den.clamp_min(1e-300), torch.zeros_like(cov)).clamp(-1.0, 1.0)
+
+
+def correlation_matrix(z_true: Any, z_learned: Any) -> Tensor:
+    """Pearson correlations over tokens: C[i, j] = corr_t(z_true[t, i], z_learned[t, j]).
+
+    :param z_true: (N, n_true); :param z_learned: (N, d_sae); N ≥ 2.
+    :returns: (n_true, d_sae) float64; 0 where a column is constant over the tokens.
+    """
+    acc = CorrelationAccumulator()
+    acc.update(z_true, z_learned)
+    return acc.value()
+
+
+def mcc(corr: Any) -> float:
+    """Mean correlation coefficient of the identifiability literature (Hyvärinen & Morioka 2016;
+    Khemakhem et al. 2020): the true and learned latents are matched one-to-one by the Hungarian
+    algorithm on |corr| (scipy ``linear_sum_assignment``, maximising Σ|corr|), and MCC is the
+    mean |corr| of the P = min(n_true, d_sae) matched pairs.
+
+    :param corr: (n_true, d_sae) Pearson correlations of true and learned *activations*
+        (:func:`correlation_matrix`, or :meth:`CorrelationAccumulator.value`).
+    """
+    c = _tensor(corr, "corr").abs().cpu()
+    if c.dim() != 2 or min(c.shape) == 0:
+        raise ValueError(f"corr has shape {tuple(c.shape)}, must be (n_true, d_sae), both >= 1")
+    rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
+    return float(c[torch.as_tensor(rows), torch.as_tensor(cols)].mean())
+
+
+def spike_only_dictionary(D_true: Any, n_atoms: int, seed: int = 0) -> Tensor:
+    """The chance dictionary: atoms that share only the true atoms' common (spike) direction.
+
+    v = the normalised mean true atom, c = mean_i cos(d_i, v) (≈ √ρ for the spiked model).
+    Atom 0 is v itself; atoms 1 … n_atoms−1 are normalise(c·v + √(1 − c²)·g_j) with g_j
+    independent random unit vectors orthogonal to v (``seed``), so each has cosine c with v
+    and no other relation to the true atoms. An SAE that learned only the spike scores the
+    chance level (recovery rate, one-to-one MMCS, MCC) of this dictionary.
+
+    :param D_true: (d_in, n_true) atoms as columns; their mean must be nonzero.
+    :returns: (d_in, n_atoms) float64 unit columns.
+    """
+    D = _tensor(D_true, "D_true")
+    if D.dim() != 2:
+        raise ValueError(f"D_true has shape {tuple(D.shape)}, must be (d_in, n_true)")
+    if not (isinstance(n_atoms, int) and n_atoms >= 1):
+        raise ValueError(f"n_atoms == {n_atoms!r}, must be an integer >= 1")
+    Dn = D / D.norm(dim=0).clamp_min(1e-300)
+    mean = Dn.mean(1)
+    if float(mean.norm()) == 0.0:
+        raise ValueError("D_true's mean atom is zero: there is no shared direction")
+    v = mean / mean.norm()
+    c = float((Dn.T @ v).mean())
+    g = torch.randn(D.shape[0], n_atoms - 1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = g - torch.outer(v, v @ g)
+    g = g / g.norm(dim=0).clamp_min(1e-300)
+    atoms = c * v[:, None] + math.sqrt(max(0.0, 1.0 - c * c)) * g
+    return torch.cat([v[:, None], atoms / atoms.norm(dim=0)], dim=1)
+
+
+def chance_corrected(score: float, chance: float) -> float:
+    """(score − chance) / (1 − chance): 0 at the chance level, 1 at a perfect score (NaN if chance ≥ 1)."""
+    for name, v in (("score", score), ("chance", chance)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} == {v!r}, must be finite")
+    return (score - chance) / (1.0 - chance) if chance < 1.0 else math.nan
 
 
 def support_prf(z_true: Any, z_learned: Any, match: Any, tol: float = 0.0) -> dict[str, float]:

@@ -106,8 +106,8 @@ PRESETS: dict[str, StarvationConfig] = {
 }
 
 CELL_KEYS = ("rho",)
-EXTRA_COLUMNS = ["dense_fraction", "dense_fraction_001", "mmcs", "recovery_rate", "recovery_chance", "mcc",
-                 "support_precision", "support_recall", "support_f1", "l2_ratio", "rel_bias", "shrinkage"]
+EXTRA_COLUMNS = [*tables.EVAL_METRICS, *tables.TRUE_DICT_METRICS, *tables.TRUE_CODE_METRICS,
+                 "support_precision", "support_recall", "support_f1", *tables.TRAIN_METRICS]
 TIMING_COLUMNS = ["train_time_s"]
 
 
@@ -126,21 +126,16 @@ class Data(NamedTuple):
     """(n_eval, m) float32 true codes of the held-out tokens."""
     D: np.ndarray
     """(n, m) true dictionary, atoms as columns."""
-    recovery_chance: float
-    """Recovery rate of a dictionary made of the mean atom alone (SPEC's cos > 0.9 rule)."""
 
 
 def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int) -> Data:
     """The spiked data of one (ρ, seed): the first n_train samples train, the rest evaluate."""
-    from geomsae import metrics
     from synthetic.generators import spiked
 
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_train + n_eval, seed=seed)
     x = torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32))
-    mean_atom = d.dictionary.mean(axis=1, keepdims=True)
-    chance = metrics.recovery_rate(d.dictionary, mean_atom) if np.linalg.norm(mean_atom) > 0 else 0.0
     z_eval = d.codes[n_train:].toarray().astype(np.float32)
-    return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary, chance)
+    return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary)
 
 
 _CACHE: OrderedDict[tuple, Data] = OrderedDict()
@@ -171,8 +166,7 @@ def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
     with torch.no_grad():
         codes = sae.encode(data.x_eval)
     prf = metrics.support_prf(data.z_eval, codes, metrics.hungarian_match(data.D, sae.W_dec.detach().double()))
-    return {"recovery_chance": data.recovery_chance, "support_precision": prf["precision"],
-            "support_recall": prf["recall"], "support_f1": prf["f1"]}
+    return {"support_precision": prf["precision"], "support_recall": prf["recall"], "support_f1": prf["f1"]}
 
 
 def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
@@ -185,6 +179,7 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
         return train_and_evaluate(
             stack, cfg, d_sae=cfg.m, train_source=[d.x_train for d in mine], eval_source=[d.x_eval for d in mine],
             tcfg=synthetic_train_config(cfg), cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine],
+            true_codes=[d.z_eval for d in mine],
             extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae))
     finally:
         torch.set_num_threads(threads)
