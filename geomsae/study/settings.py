@@ -88,8 +88,8 @@ class StudySettings:
     """Peak Adam learning rate (linear warm-up over 5 % of the steps, linear decay over the last 20 %)."""
     eval_windows: tuple[int, ...] = (1024, 4096)
     """Token counts N of the dead_at_N columns (dead_fraction uses every held-out token)."""
-    se_factor: float = 2.0
-    """Verdict rule: a difference counts when it exceeds se_factor standard errors."""
+    ci_level: float = 0.95
+    """Verdict rule: two-sided level of the t confidence interval of AEN's advantage (docs/method.md §7.4)."""
     device: str = "cpu"
     """Torch device for training ('cpu' is bit-reproducible)."""
     autocast: str = "none"
@@ -114,7 +114,7 @@ class StudySettings:
         for name in ("adaptive_warmup_frac", "adaptive_ramp_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} == {getattr(self, name)!r}, must be in [0, 1]")
-        if not self.se_factor > 0:
-            raise ValueError(f"se_factor == {self.se_factor!r}, must be > 0")
+        if not 0.5 <= self.ci_level < 1:
+            raise ValueError(f"ci_level == {self.ci_level!r}, must be in [0.5, 1)")
         if self.autocast not in ("none", "bfloat16"):
             raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
