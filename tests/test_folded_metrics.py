@@ -65,6 +65,9 @@ def test_correlation_and_mcc_hand_computed():
     # |C| = [[1, 1, 0], [1/√3, 1/√3, 0]]: any one-to-one matching of the two true latents scores (1 + 1/√3)/2
     best = max(sum(abs(C[i, j]) for i, j in zip(range(2), p)) / 2 for p in itertools.permutations(range(3), 2))
     assert M.mcc(C) == pytest.approx(float(best)) and M.mcc(C) == pytest.approx((1 + 1 / math.sqrt(3)) / 2)
+    # one-to-one: both true latents prefer learned latent 0, but only one may have it
+    assert M.mcc(torch.tensor([[0.9, 0.1], [-0.8, 0.7]])) == pytest.approx((0.9 + 0.7) / 2)  # not (0.9 + 0.8)/2
+    assert M.mcc(torch.tensor([[0.9], [0.8]])) == pytest.approx(0.9)  # P = min(n_true, d_sae) = 1 pair
     # streaming equals one shot
     acc = M.CorrelationAccumulator()
     acc.update(zt[:3], zl[:3])
