@@ -58,6 +58,21 @@ def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
             f"Command: `python -m llm_eval.starvation --preset {cfg.preset}`."]
 
 
+def notes(cfg: Any, rows: list[dict[str, Any]], matched: list[dict[str, Any]]) -> list[str]:
+    """Cautions: results measured before the folded firing rule, collapsed and unconverged runs."""
+    import math
+
+    lines = [""]
+    if not rows or "l0_raw" not in rows[0] or all(math.isnan(float(r.get("l0_raw", math.nan))) for r in rows):
+        lines.append("**Caution: measured before issue 12.** This results.csv predates the folded firing rule "
+                     "(docs/method.md §3): its L0 and dead fractions count z_j > 0, ghost latents included, and it has no "
+                     "near-starvation or convergence columns (n/a above). The verdicts use the new statistics on those "
+                     f"old measurements; rerun `python -m llm_eval.starvation --preset {cfg.preset}` to remeasure.")
+    n_coll = sum(1 for r in rows if float(r["fvu"]) >= 0.95 or float(r["l0"]) < 0.5)
+    lines.append(f"{n_coll} of {len(rows)} runs collapsed (FVU ≥ 0.95 or L0 < 0.5; left out of the interpolation).")
+    return lines
+
+
 def matched_cell(r: dict[str, Any]) -> str:
     return (f"{pm(r['dead_fraction_mean'], r['dead_fraction_std'], 100, 1)} / {pm(r['fvu_mean'], r['fvu_std'], 1, 3)} / "
             f"{pm(r['ce_recovered_mean_mean'], r['ce_recovered_mean_std'], 1, 3)} / {r['kl_mean']:.3f}")
@@ -97,7 +112,8 @@ def appendix(cfg: Any, rows: list, matched: list, comps: list, timing: dict[str,
 
 STUDY = Study(cell_keys=(), key_labels={}, claims=CLAIMS, matched_metrics=MATCHED_METRICS,
               matched_caption="dead % / FVU / CE loss recovered (mean ablation) / KL (nats), mean ± std over seeds",
-              matched_cell=matched_cell, figures=tuple(f for f, _ in FIGURES), describe=describe, appendix=appendix,
+              matched_cell=matched_cell, figures=tuple(f for f, _ in FIGURES), describe=describe, notes=notes,
+              appendix=appendix,
               digits=4)
 """The real-model study, for :func:`geomsae.study.write_report`."""
 

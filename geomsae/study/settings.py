@@ -30,16 +30,16 @@ class StudySettings:
 
     preset: str = "quick"
     """Name of the preset these values came from (recorded in config.json)."""
-    arms: tuple[str, ...] = ("relu_l1", "relu_l1_resample", "topk", "topk_auxk", "batchtopk", "jumprelu",
+    arms: tuple[str, ...] = ("relu_l1", "relu_l1_resample", "topk", "topk_tied", "topk_auxk", "batchtopk", "jumprelu",
                              "gated", "en", "adaptive_lasso", "aen")
     """Arms to train (names of geomsae.study.arms.ARMS)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the SAEs' initialisation (>= 2 for the verdicts); what else a seed draws is the runner's."""
     l0_targets: tuple[float, ...] = (4.0, 6.0)
     """Held-out L0 values at which arms are compared (matched.csv, summary.md)."""
-    topk_ks: tuple[int, ...] = (2, 4, 8)
+    topk_ks: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
     """k grid of the topk, topk_auxk and batchtopk arms (trained in one round)."""
-    sweep_points: int = 3
+    sweep_points: int = 6
     """Runs per cell of a penalty arm: λ values placed in rounds by geomsae.study.sweep."""
     bracket_points: int = 2
     """λ values of a penalty arm's first round, spaced geometrically around its lam_* start."""
@@ -75,6 +75,9 @@ class StudySettings:
     step, so a short run keeps θ within a few-fold of this value."""
     jumprelu_bandwidth: float = 0.1
     """Bandwidth ε of the JumpReLU straight-through estimator."""
+    jumprelu_threshold_lr_scale: float = 1.0
+    """log θ's own learning rate, as a multiple of lr (JumpReLUConfig.threshold_lr_scale). At the quick
+    sizes 1 already lets θ train (L0 40 → 2.4 over λ 0.003 → 0.3); 10 kills most latents there."""
     dead_window_tokens: int = 6400
     """Training tokens without firing after which AuxK and resampling treat a latent as dead."""
     resample_every: int = 134
