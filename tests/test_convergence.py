@@ -42,3 +42,25 @@ def test_training_runs_record_their_loss_trend():
     stacked = train_stack([{"arch": "relu_l1", "d_sae": 16, "lam": 1e-3}] * 2, x, cfg, seeds=[cfg.seed, 1])
     assert stacked[0].metrics["loss_slope"] == pytest.approx(res.metrics["loss_slope"], rel=1e-3, abs=1e-6)
     assert stacked[1].metrics["loss_slope"] != stacked[0].metrics["loss_slope"]
+
+
+def test_length_ablation_table_from_crafted_runs(tmp_path):
+    import json
+
+    from geomsae.study.tables import write_csv
+    from synthetic import length
+
+    cols = ["claim", "verdict"]
+    for steps, verdicts, rel in ((400, ["holds", "underpowered", "n/a"], [-0.05, -0.002]),
+                                 (12800, ["holds", "holds", "equivalent"], [-0.001, 0.0])):
+        d = tmp_path / f"length_{steps}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"steps": steps}))
+        write_csv(d / "verdicts.csv", cols, [{"claim": "a", "verdict": v} for v in verdicts])
+        write_csv(d / "results.csv", ["loss_rel_change"], [{"loss_rel_change": v} for v in rel])
+    assert length.main([str(tmp_path / "length_12800"), str(tmp_path / "length_400"), "--out", str(tmp_path / "o")]) == 0
+    text = (tmp_path / "o" / "length.md").read_text()
+    assert "2 lengths spanning 32×" in text
+    assert "| (a) | 400 | 1 | 0 | 0 | 1 | 1 | 50 % |" in text  # one of two runs still falling by > 1 %
+    assert "| (a) | 12800 | 2 | 0 | 1 | 0 | 0 | 0 % |" in text
+    assert (tmp_path / "o" / "length_verdicts.png").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from scipy import stats
 
 from geomsae.study.matched import interpolate_at, matched_seeds, matched_table
@@ -126,3 +127,38 @@ def test_matched_table_reports_cliffs_and_leaves_collapsed_runs_out():
     t = math.log(4 / 8) / math.log(3 / 8)
     assert aen["dead_fraction_mean"] == pytest.approx(0.02 + 0.035 * t)  # seeds 1, 2: 0.02 + 0.03t and 0.02 + 0.04t
     assert relu["n_seeds"] == 0 and relu["n_collapsed"] == 1 and math.isnan(relu["fvu_mean"])
+
+
+def test_topk_arms_switch_one_thing_at_a_time_and_aen_grid():
+    from geomsae.study.arms import AEN_GRID, ARMS, aen_grid_name, arm_fields
+    from geomsae.study.settings import StudySettings
+
+    s = StudySettings()
+    assert arm_fields(s, "topk", 4) == {"auxk": False, "tied_init": False, "k": 4}
+    assert arm_fields(s, "topk_tied", 4) == {"auxk": False, "tied_init": True, "k": 4}
+    assert {k: v for k, v in arm_fields(s, "topk_auxk", 4).items() if k != "dead_window"} == {
+        "auxk": True, "tied_init": True, "k": 4}
+    assert len(AEN_GRID) == 12 and {g for g, _, _ in AEN_GRID} == {0.5, 1.0} and {q for _, q, _ in AEN_GRID} == {1.0, 5.0}
+    f = arm_fields(s, aen_grid_name(0.5, 5.0, 4.0), 0.01)
+    assert (f["gamma"], f["q"], f["lam2"], f["lam1"]) == (0.5, 5.0, 4.0 * s.lam2, 0.01)
+    assert ARMS["aen_g1_q1_l2x1"].arch == "aen"
+
+
+def test_jumprelu_threshold_learning_rate():
+    from geomsae.saes import make
+
+    moves = {}
+    for c in (1.0, 10.0):
+        torch.manual_seed(0)
+        sae = make("jumprelu", 8, 16, theta_init=0.5, bandwidth=1.0, threshold_lr_scale=c, lam=0.1)
+        assert sae.threshold.detach().tolist() == pytest.approx([0.5] * 16)
+        opt = torch.optim.Adam(sae.parameters(), lr=1e-3)
+        x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1))
+        before = sae.threshold.log().detach().clone()
+        sae.loss(x, sae(x)).loss.backward()
+        opt.step()
+        moves[c] = (sae.threshold.log().detach() - before).abs().max().item()
+    # Adam's first step moves the parameter by lr whatever the gradient: log θ moves c·lr
+    assert moves[1.0] == pytest.approx(1e-3, rel=1e-3) and moves[10.0] == pytest.approx(1e-2, rel=1e-3)
+    with pytest.raises(ValueError, match="threshold_lr_scale == 0"):
+        make("jumprelu", 8, 16, threshold_lr_scale=0)
