@@ -162,3 +162,13 @@ def test_jumprelu_threshold_learning_rate():
     assert moves[1.0] == pytest.approx(1e-3, rel=1e-3) and moves[10.0] == pytest.approx(1e-2, rel=1e-3)
     with pytest.raises(ValueError, match="threshold_lr_scale == 0"):
         make("jumprelu", 8, 16, threshold_lr_scale=0)
+
+
+def test_a_run_at_the_target_is_used_as_it_is_not_a_cliff():
+    # TopK: k = 4 has folded L0 3.99, k = 3 has 3.0 and 12 points more dead; target 4 is k = 4 itself
+    pts = _pts((3, 3.0, 0.4, 0.38), (4, 3.99, 0.3, 0.26), (5, 4.98, 0.25, 0.20))
+    got = interpolate_at(pts, 4.0, ["dead_fraction"])
+    assert got["cliff"] == 0.0 and got["dead_fraction"] == 0.26 and got["value"] == 4
+    # 2 % away is not "at the target": the pair (3.0, 3.99) does not bracket 4.0 -> (3.99, 4.98) does, no cliff
+    far = interpolate_at(_pts((3, 3.0, 0.4, 0.38), (4, 3.92, 0.3, 0.26), (5, 4.9, 0.25, 0.2)), 4.0, ["dead_fraction"])
+    assert far["cliff"] == 0.0 and 0.2 < far["dead_fraction"] < 0.26

@@ -27,6 +27,9 @@ CLIFF_JUMP = 0.10
 """A bracketing pair whose dead fractions differ by more than this (10 points) is a cliff."""
 CLIFF_METRIC = "dead_fraction"
 """The metric whose jump marks a cliff."""
+AT_TARGET = 0.01
+"""A run whose L0 is within 1 % of the target is the value at the target, used as it is (no interpolation,
+so no cliff): e.g. TopK at k = target, whose folded L0 is a hair below k."""
 
 
 def interpolate_at(points: Sequence[tuple[float, float, dict[str, float]]], target: float,
@@ -41,12 +44,16 @@ def interpolate_at(points: Sequence[tuple[float, float, dict[str, float]]], targ
         'cliff': 0.0} or, at a cliff, {'cliff': 1.0, 'l0_dense', 'dead_dense', 'l0_sparse',
         'dead_sparse'} (the two ends, denser = higher L0) and no metric values.
 
-    The first pair of points adjacent in knob order with min(L0) ≤ target ≤ max(L0) is used:
-    t = (log target − log L0_a)/(log L0_b − log L0_a) (t = 1/2 when L0_a = L0_b), each metric
-    (1 − t)·M_a + t·M_b. L0 is floored at 1e-3 before the logs. A single point exactly at the
-    target is used as it is.
+    A run with |L0/target − 1| ≤ :data:`AT_TARGET` is used as it is (the closest such run; the
+    first in knob order on a tie). Otherwise the first pair of points adjacent in knob order with
+    min(L0) ≤ target ≤ max(L0) is used: t = (log target − log L0_a)/(log L0_b − log L0_a) (t = 1/2
+    when L0_a = L0_b), each metric (1 − t)·M_a + t·M_b. L0 is floored at 1e-3 before the logs.
     """
     pts = sorted(points, key=lambda p: p[0])
+    near = [p for p in pts if abs(p[1] / target - 1.0) <= AT_TARGET]
+    if near:
+        v, _, m = min(near, key=lambda p: abs(p[1] / target - 1.0))
+        return {**{k: m.get(k, math.nan) for k in metrics}, "value": v, "t": 0.0, "cliff": 0.0}
     for (va, la, ma), (vb, lb, mb) in zip(pts, pts[1:]):
         if min(la, lb) <= target <= max(la, lb):
             if CLIFF_METRIC in ma and CLIFF_METRIC in mb and abs(ma[CLIFF_METRIC] - mb[CLIFF_METRIC]) > cliff_jump:
@@ -61,8 +68,6 @@ def interpolate_at(points: Sequence[tuple[float, float, dict[str, float]]], targ
             res["t"] = t
             res["cliff"] = 0.0
             return res
-    if len(pts) == 1 and pts[0][1] == target:
-        return {**{m: pts[0][2].get(m, math.nan) for m in metrics}, "value": pts[0][0], "t": 0.0, "cliff": 0.0}
     return None
 
 
