@@ -96,8 +96,9 @@ PRESETS: dict[str, StarvationConfig] = {
                              arms=("relu_l1", "aen"), l0_targets=(2.0, 3.0), topk_ks=(1, 2, 4), sweep_points=3,
                              steps=60, batch_size=64, n_eval=1024, eval_windows=(256,), dead_window_tokens=640,
                              resample_every=21, workers=1),
-    # Every arm, 5 ρ, 3 seeds: 450 SAEs in 2 rounds, 15 stacks (the largest 60). Measured on 2 CPU cores,
-    # 2 workers: 4 min 41 s (before stacked training, one SAE at a time: ≈ 8 min).
+    # Every arm, 5 ρ, 3 seeds, 6 λ per penalty cell and k 3–8: 989 SAEs in 5 rounds, 37 stacks (the largest 60).
+    # Measured on 2 CPU cores, 2 workers, with another job sharing the cores: 812 s (issue 12; before it,
+    # 450 SAEs with 3 λ and k ∈ {2, 4, 8}: 4 min 41 s).
     "quick": StarvationConfig(preset="quick"),
     # The committed verdicts (issue 12): the quick sizes, 5 seeds, 8× the quick length (3200 steps × 128 tokens).
     # Planned: 1650 SAEs × 409,600 tokens × 10·64·256 FLOPs = 111 TFLOP, 22 min at 85 GFLOP/s; the quick preset runs
