@@ -197,12 +197,16 @@ def synthetic_train_config(cfg: StarvationConfig) -> Any:
 
 
 def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
+    """Support precision / recall / F1 of the Hungarian-matched atoms, a latent in the support where it fires
+    by the folded rule (z_j‖d_j‖ > FIRE_REL · RMS(x), docs/method.md §3), as everywhere else."""
     from geomsae import metrics
 
     sae = sae.cpu()
     with torch.no_grad():
-        codes = sae.encode(data.x_eval)
-    prf = metrics.support_prf(data.z_eval, codes, metrics.hungarian_match(data.D, sae.W_dec.detach().double()))
+        folded = sae.encode(data.x_eval) * sae.W_dec.norm(dim=0)
+    tol = metrics.FIRE_REL * metrics.rms_norm(data.x_eval)
+    prf = metrics.support_prf(data.z_eval, folded, metrics.hungarian_match(data.D, sae.W_dec.detach().double()),
+                              tol=tol)
     return {"support_precision": prf["precision"], "support_recall": prf["recall"], "support_f1": prf["f1"]}
 
 

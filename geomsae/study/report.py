@@ -22,7 +22,7 @@ from typing import Any
 
 from geomsae.study.matched import CLIFF_JUMP, cell_values, matched_columns, matched_seeds, matched_table, seeds_columns
 from geomsae.study.tables import read_csv, write_csv
-from geomsae.study.verdicts import (FOCUS, MIN_EFFECT, NONINFERIORITY_FVU, SYMBOL, Claim, comparisons, reading, tally,
+from geomsae.study.verdicts import (FOCUS, MIN_EFFECT, NONINFERIORITY_FVU, SYMBOL, Claim, comparisons, reading,
                                     verdict_columns)
 
 Lines = list[str]
