@@ -76,6 +76,24 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
         shutil.copyfile(run / name, Path(out_dir) / name)
         out.append(Path(out_dir) / name)
     shutil.copyfile(run / "summary.md", Path(out_dir) / "starvation_summary.md")
+    copy_evidence(run, Path(out_dir) / "data" / f"starvation_{cfg.preset}")
+    return out
+
+
+EVIDENCE = ("config.json", "results.csv", "matched_seeds.csv", "matched.csv", "verdicts.csv", "firing_hist.csv",
+            "timing.json", "summary.md")
+"""The files of a study run that are committed beside its summary, so every verdict can be recomputed without training
+(``python -m synthetic.starvation --report-only --out figures/data/starvation_quick`` redoes the report from them)."""
+
+
+def copy_evidence(run: Path, dest: Path) -> list[Path]:
+    """Copy the :data:`EVIDENCE` files present in ``run`` into ``dest`` (a committed folder); returns the copies."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in EVIDENCE:
+        if (run / name).exists():
+            shutil.copyfile(run / name, dest / name)
+            out.append(dest / name)
     return out
 
 
@@ -118,7 +136,8 @@ def _register_builtins() -> dict[str, str]:
         "Feature starvation on the spiked model: every SAE arm across coherence ρ at matched L0 (issue 4)",
         "python -m synthetic.starvation --preset quick   (or --preset paper)",
         "runs/starvation_<preset>/ (results.csv, matched.csv, verdicts.csv, firing_hist.csv, summary.md); "
-        "figures/starvation_summary.md is a copy of the summary",
+        "figures/starvation_summary.md is a copy of the summary; the CSVs behind it are committed in "
+        "figures/data/starvation_<preset>/",
         dict(plots.FIGURES)))
     from synthetic import compare_arms
 

@@ -9,9 +9,11 @@ Conventions shared by every function here:
 
 - ``x``, ``x_hat``: (N, d_in) activations and reconstructions (leading dims beyond one
   are flattened into the token dim N).
-- ``codes``: (N, d_sae). A latent *fires* on a token when its code is nonzero; for SAE
-  codes (non-negative) this is SPEC's z_j > 0, and it makes ``l0(codes) ==
-  firing_counts(codes).sum() / N`` an identity.
+- ``codes``: (N, d_sae). The functions here count a latent as firing where the array they
+  are given is nonzero (``l0(codes) == firing_counts(codes).sum() / N`` is an identity). The
+  evaluation (docs/method.md §3) gives them the *folded* firing mask of :func:`fires`:
+  z_j‖d_j‖ > FIRE_REL · RMS(x), the same rule for every architecture; raw z_j > 0 is the
+  second, "raw" column.
 - Dictionaries ``D_true`` (d_in, n_true) and ``D_learned`` (d_in, n_learned) hold atoms
   as COLUMNS (the D of SPEC §1, an SAE's ``W_dec``); columns are normalised here.
 """
@@ -20,39 +22,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from geomsae._tensors import _tensor, _tokens
 
 __all__ = [
     "fvu", "explained_variance", "fvu_per_token_mean", "FVUAccumulator",
     "l0", "firing_counts", "FiringTracker", "dead_fraction", "dense_fraction",
     "firing_histogram", "l2_ratio", "relative_reconstruction_bias",
-    "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mcc", "support_prf",
-    "Match",
+    "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mmcs_1to1", "mcc", "support_prf",
+    "Match", "FIRE_REL", "RARE_THRESHOLDS", "fires", "rms_norm", "rare_fraction", "is_collapsed",
+    "COLLAPSE_FVU", "COLLAPSE_L0", "CorrelationAccumulator", "correlation_matrix", "spike_only_dictionary",
+    "chance_corrected",
 ]
 
-
-# --------------------------------------------------------------------------- helpers
-def _tensor(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
-    """Convert to a tensor (float64 unless ``dtype`` is None) and reject NaN/Inf."""
-    t = a.detach() if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
-    if dtype is not None:
-        t = t.to(dtype)
-    if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return t
-
-
-def _tokens(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
-    """(..., d) -> (N, d) float tensor; 1-D input is one token."""
-    t = _tensor(a, name, dtype=dtype)
-    if t.dim() == 0:
-        raise ValueError(f"{name} must have shape (N, d), got a scalar")
-    return t.reshape(-1, t.shape[-1]) if t.dim() != 1 else t.reshape(1, -1)
+FIRE_REL = 1e-3
+"""A latent fires on a token when its folded contribution z_j‖d_j‖ exceeds FIRE_REL · RMS(x)
+(:func:`fires`; docs/method.md §3)."""
+RARE_THRESHOLDS = (1e-4, 1e-5)
+"""Firing frequencies below which a latent counts as near-starved (:func:`rare_fraction`)."""
+COLLAPSE_FVU = 0.95
+"""A run with held-out FVU ≥ this is collapsed (:func:`is_collapsed`)."""
+COLLAPSE_L0 = 0.5
+"""A run with held-out L0 < this is collapsed (:func:`is_collapsed`)."""
 
 
 def _pair(x: Any, x_hat: Any) -> tuple[Tensor, Tensor]:
@@ -147,6 +142,18 @@ class FVUAccumulator:
     def explained_variance(self) -> float:
         """1 − :meth:`value`."""
         return 1.0 - self.value()
+
+    def mean(self) -> Tensor:
+        """(d_in,) float64 mean x̄ of the tokens seen."""
+        if self._mean is None:
+            raise ValueError("FVUAccumulator.mean() called before any update (N == 0)")
+        return self._mean
+
+    def rms(self) -> float:
+        """√(Σ‖x_i − x̄‖² / N) of the tokens seen (:func:`rms_norm` streamed)."""
+        if self.n_tokens == 0 or self._m2 <= 0.0:
+            raise ValueError(f"RMS(x) is undefined: N == {self.n_tokens}, centred sum of squares {self._m2}")
+        return math.sqrt(self._m2 / self.n_tokens)
 
 
 # --------------------------------------------------------------------------- firing
@@ -277,6 +284,73 @@ class FiringTracker:
         return self.counts.double() / self.n_tokens
 
 
+def rms_norm(x: Any) -> float:
+    """RMS(x) = √(Σ_i ‖x_i − x̄‖² / N), the centred root-mean-square token norm (x̄ the set mean).
+
+    The scale of the firing rule (:func:`fires`): centred, because b_dec models the mean.
+    :param x: (N, d_in) activations, N ≥ 1; zero spread raises ValueError.
+    """
+    xs = _tokens(x, "x")
+    if xs.shape[0] == 0:
+        raise ValueError("x has no tokens (N == 0)")
+    v = float((xs - xs.mean(0)).pow(2).sum(-1).mean())
+    if v <= 0.0:
+        raise ValueError(f"x has zero spread over its N={xs.shape[0]} tokens; RMS(x) is 0")
+    return math.sqrt(v)
+
+
+def fires(codes: Any, decoder_norms: Any, rms: float, rel: float = FIRE_REL) -> Tensor:
+    """The folded firing mask: latent j fires on token i when z_ij·‖d_j‖ > rel · rms.
+
+    z_ij‖d_j‖ is the norm of latent j's contribution to x̂_i, the code of the *folded* SAE
+    (unit-norm decoder columns, scale moved into the codes), so a latent whose decoder column
+    has shrunk to nothing (relu_l1's collapse) does not count as alive however large its
+    code. The same rule for every architecture; codes ≤ 0 never fire.
+
+    :param codes: (N, d_sae) codes of the SAE as stored (raw space).
+    :param decoder_norms: (d_sae,) norms ‖d_j‖ of the decoder columns in the same space.
+    :param rms: the data's RMS norm (:func:`rms_norm`), > 0.
+    :param rel: the relative threshold (:data:`FIRE_REL`), ≥ 0.
+    :returns: (N, d_sae) bool, on the device of ``codes``.
+    """
+    c = _tokens(codes, "codes", dtype=None)
+    n = _tensor(decoder_norms, "decoder_norms", dtype=c.dtype if c.is_floating_point() else torch.float64)
+    n = n.reshape(-1).to(c.device)
+    if n.shape[0] != c.shape[1]:
+        raise ValueError(f"decoder_norms has {n.shape[0]} entries but codes has d_sae == {c.shape[1]}")
+    if not (math.isfinite(rms) and rms > 0):
+        raise ValueError(f"rms == {rms!r}, must be a finite number > 0")
+    if not (math.isfinite(rel) and rel >= 0):
+        raise ValueError(f"rel == {rel!r}, must be a finite number >= 0")
+    return (c * n) > rel * rms
+
+
+def rare_fraction(freqs: Any, threshold: float) -> float:
+    """Near-starvation: share of latents firing on fewer than ``threshold`` of the tokens
+    (dead latents included, so it is ≥ the dead fraction).
+
+    :param freqs: (d_sae,) firing frequencies in [0, 1].
+    :param threshold: a frequency in (0, 1], e.g. 1e-4 or 1e-5 (:data:`RARE_THRESHOLDS`). With N
+        evaluation tokens an alive latent has frequency ≥ 1/N, so below N = 1/threshold this
+        equals the dead fraction: the caller reports it as NaN there (``evaluate`` does).
+    """
+    if not (math.isfinite(threshold) and 0 < threshold <= 1):
+        raise ValueError(f"threshold == {threshold!r}, must be in (0, 1]")
+    f = _tensor(freqs, "freqs").reshape(-1)
+    if f.numel() == 0:
+        raise ValueError("freqs is empty")
+    return float((f < threshold).double().mean())
+
+
+def is_collapsed(fvu: float, l0: float) -> bool:
+    """A collapsed run: FVU ≥ :data:`COLLAPSE_FVU` (explains almost nothing) or L0 < :data:`COLLAPSE_L0`
+    (almost no latent fires). Such runs are kept in results.csv but never interpolated between."""
+    for name, v in (("fvu", fvu), ("l0", l0)):
+        if not math.isfinite(v):
+            raise ValueError(f"{name} == {v!r}, must be finite")
+    return bool(fvu >= COLLAPSE_FVU or l0 < COLLAPSE_L0)
+
+
 # --------------------------------------------------------------------------- shrinkage
 def l2_ratio(x: Any, x_hat: Any) -> float:
     """mean_i ‖x̂_i‖ / ‖x_i‖ (< 1 indicates shrinkage). x, x_hat: (N, d_in); no ‖x_i‖ = 0."""
@@ -302,107 +376,17 @@ def relative_reconstruction_bias(x: Any, x_hat: Any) -> float:
     return float((xh * xs).sum()) / den
 
 
-# --------------------------------------------------------------------------- ground truth
-def cosine_matrix(D_true: Any, D_learned: Any) -> Tensor:
-    """Cosines between true and learned atoms.
-
-    :param D_true: (d_in, n_true) atoms as columns.
-    :param D_learned: (d_in, n_learned) atoms as columns.
-    :returns: (n_true, n_learned) float64 tensor C[i, j] = cos(D_true[:, i], D_learned[:, j]).
-    """
-    a, b = _tensor(D_true, "D_true"), _tensor(D_learned, "D_learned")
-    if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"D_true has shape {tuple(a.shape)} and D_learned has shape {tuple(b.shape)}; "
-            "both must be (d_in, n_atoms) with the same d_in"
-        )
-    for name, m in (("D_true", a), ("D_learned", b)):
-        if bool((m.norm(dim=0) == 0).any()):
-            raise ValueError(f"{name} has zero-norm columns; cosines are undefined")
-    b = b.to(a.device)
-    return (a / a.norm(dim=0)).T @ (b / b.norm(dim=0))
-
-
-def mmcs(D_true: Any, D_learned: Any, abs: bool = False) -> float:
-    """Mean max cosine similarity: mean over true atoms of max_j cos(d_true_i, d_learned_j).
-
-    Signed cosine by default (a sign-flipped atom does not count: SAE codes are
-    non-negative); ``abs=True`` uses |cos|. Shapes as :func:`cosine_matrix`.
-    """
-    c = cosine_matrix(D_true, D_learned)
-    return float((c.abs() if abs else c).max(dim=1).values.mean())
-
-
-def recovery_rate(D_true: Any, D_learned: Any, threshold: float = 0.9, abs: bool = False) -> float:
-    """Share of true atoms whose max cosine to a learned atom is > ``threshold``.
-    Signed cosine unless ``abs``; shapes as :func:`cosine_matrix`."""
-    c = cosine_matrix(D_true, D_learned)
-    return float(((c.abs() if abs else c).max(dim=1).values > threshold).double().mean())
-
-
-class Match(NamedTuple):
-    """A one-to-one matching of true to learned atoms (from :func:`hungarian_match`)."""
-
-    true_idx: Tensor
-    """(P,) int64 indices into the true atoms, P = min(n_true, n_learned), ascending."""
-    learned_idx: Tensor
-    """(P,) int64 indices into the learned atoms, matched to ``true_idx`` elementwise."""
-    cos: Tensor
-    """(P,) float64 signed cosines of the matched pairs."""
-
-
-def hungarian_match(D_true: Any, D_learned: Any) -> Match:
-    """One-to-one matching maximising Σ |cos| (scipy ``linear_sum_assignment``).
-
-    Shapes as :func:`cosine_matrix`; returns P = min(n_true, n_learned) pairs.
-    """
-    c = cosine_matrix(D_true, D_learned).cpu()
-    rows, cols = linear_sum_assignment(c.abs().numpy(), maximize=True)
-    ti, li = torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)
-    return Match(ti, li, c[ti, li])
-
-
-def mcc(D_true: Any, D_learned: Any) -> float:
-    """Mean |cos| over the Hungarian matching (:func:`hungarian_match`), i.e. averaged over
-    P = min(n_true, n_learned) pairs; sign-invariant. Shapes as :func:`cosine_matrix`."""
-    return float(hungarian_match(D_true, D_learned).cos.abs().mean())
-
-
-def support_prf(z_true: Any, z_learned: Any, match: Any, tol: float = 0.0) -> dict[str, float]:
-    """Support precision / recall / F1 of matched latent pairs, token by token.
-
-    For each matched pair (i, j) let S_true = {t : |z_true[t, i]| > tol} and
-    S_learned = {t : |z_learned[t, j]| > tol}. Then, summing over matched pairs only,
-
-        precision = Σ |S_true ∩ S_learned| / Σ |S_learned|
-        recall    = Σ |S_true ∩ S_learned| / Σ |S_true|
-        f1        = 2 precision recall / (precision + recall)
-
-    Unmatched latents are ignored. A ratio with a zero denominator is 0 (and then f1 = 0).
-
-    :param z_true: (N, n_true) ground-truth codes (dense; ``scipy.sparse`` → ``.toarray()``).
-    :param z_learned: (N, d_sae) learned codes.
-    :param match: a :class:`Match` or any (true_idx, learned_idx, ...) sequence of (P,) indices.
-    :param tol: magnitude threshold for membership of the support.
-    """
-    zt, zl = _tensor(z_true, "z_true"), _tensor(z_learned, "z_learned")
-    if zt.dim() != 2 or zl.dim() != 2 or zt.shape[0] != zl.shape[0]:
-        raise ValueError(
-            f"z_true has shape {tuple(zt.shape)} and z_learned has shape {tuple(zl.shape)}; "
-            "both must be (N, n_latents) with the same N"
-        )
-    ti = torch.as_tensor(match[0], dtype=torch.int64).reshape(-1).cpu()
-    li = torch.as_tensor(match[1], dtype=torch.int64).reshape(-1).cpu()
-    if ti.shape != li.shape:
-        raise ValueError(f"match has {ti.numel()} true indices but {li.numel()} learned indices")
-    for name, idx, size in (("true", ti, zt.shape[1]), ("learned", li, zl.shape[1])):
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
-            raise ValueError(f"match {name} indices must lie in [0, {size})")
-    st = zt[:, ti.to(zt.device)].abs() > tol  # (N, P)
-    sl = zl[:, li.to(zl.device)].abs().to(st.device) > tol  # (N, P)
-    inter = float((st & sl).sum())
-    n_l, n_t = float(sl.sum()), float(st.sum())
-    p = inter / n_l if n_l > 0 else 0.0
-    r = inter / n_t if n_t > 0 else 0.0
-    f1 = 2 * p * r / (p + r) if p + r > 0 else 0.0
-    return {"precision": p, "recall": r, "f1": f1}
+from geomsae.metrics_truth import (  # noqa: E402 (re-exported: one import for every metric)
+    CorrelationAccumulator,
+    Match,
+    chance_corrected,
+    correlation_matrix,
+    cosine_matrix,
+    hungarian_match,
+    mcc,
+    mmcs,
+    mmcs_1to1,
+    recovery_rate,
+    spike_only_dictionary,
+    support_prf,
+)

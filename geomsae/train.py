@@ -47,6 +47,7 @@ from geomsae.data import ActivationSource, open_source
 from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
 from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
     METRICS_FILE,
+    LossWindow,
     autocast,
     build_sae,
     chain,
@@ -163,6 +164,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
     log = open(out / METRICS_FILE, "a") if out is not None else None
     rec: dict[str, Any] = {}
+    window = LossWindow(cfg.steps)
     t0, tokens0, mid_step = time.perf_counter(), tokens, False
     try:
         with sigint_deferred(out is not None) as stop:
@@ -185,6 +187,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                     lo = sae.loss(x, out_)
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss)):
                     _diverged(step, lo, lr, save, check_each_step, out)
+                window.add(step, lo.loss)
                 mid_step = True
                 sae_update(sae, opt, lo.loss, clip, x, out_)
                 step += 1
@@ -193,6 +196,8 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 logged = None
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
                     rec = logged = step_record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)
+                    if step == cfg.steps:  # the last record carries the convergence columns
+                        rec.update(window.summary())
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}",
                                     dead=f"{rec['dead_fraction']:.3f}", refresh=False)
                     if log is not None:

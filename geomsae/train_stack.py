@@ -51,6 +51,7 @@ from geomsae.train import NonFiniteLossError, TrainResult
 from geomsae.train_config import TrainConfig, lr_at
 from geomsae.train_utils import (
     METRICS_FILE,
+    LossWindow,
     autocast,
     build_sae,
     check_resume,
@@ -234,6 +235,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                desc=f"{n} x {stack.arch}")
     logs = [open(p / METRICS_FILE, "a") if p is not None else None for p in paths]
     recs: list[dict[str, Any]] = [{} for _ in range(n)]
+    window = LossWindow(cfg.steps)
     t0, tokens0, mid_step = time.perf_counter(), tokens, False
     try:
         with sigint_deferred(any(p is not None for p in paths)) as stop:
@@ -258,6 +260,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                     lo = stack.loss(x, out_)
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss).all()):
                     _diverged(step, lo, lr, save, check_each_step)
+                window.add(step, lo.loss)
                 mid_step = True
                 sae_update(stack, opt, lo.loss.sum(), clip, x, out_)
                 step += 1
@@ -267,6 +270,9 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
                     recs = logged = [step_record(step, tokens, lr, x, out_, lo, stack, cfg, t0, tokens0, member=i)
                                      for i in range(n)]
+                    if step == cfg.steps:  # the last records carry the convergence columns
+                        for i, r in enumerate(recs):
+                            r.update(window.summary(i))
                     bar.set_postfix(loss=f"{sum(r['loss'] for r in recs) / n:.4g}",
                                     l0=f"{sum(r['l0'] for r in recs) / n:.1f}", refresh=False)
                     for log, rec in zip(logs, recs):

@@ -284,3 +284,57 @@ def truncate_log(path: Path, step: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(ln + "\n" for ln in keep))
     tmp.replace(path)
+
+
+CONVERGENCE_FRAC = 0.1
+"""Share of the steps, at the end of a run, over which the loss trend is measured (docs/method.md §7.5)."""
+
+
+def loss_trend(steps: Any, losses: Any) -> tuple[float, float]:
+    """Least-squares slope of the loss against the step, and the relative change it implies.
+
+    :param steps: (T,) step indices; :param losses: (T,) training losses at those steps.
+    :returns: (slope per step, slope·(steps[-1] − steps[0] + 1)/mean(loss)): the second is the
+        fractional change of the loss across the window (−0.05: it still fell by 5 %).
+        (nan, nan) for fewer than 2 points or a zero mean loss.
+    """
+    import numpy as np
+
+    t = np.asarray(steps, dtype=np.float64).reshape(-1)
+    y = np.asarray(losses, dtype=np.float64).reshape(-1)
+    if t.shape != y.shape:
+        raise ValueError(f"steps has {t.size} entries but losses has {y.size}")
+    if not (np.isfinite(t).all() and np.isfinite(y).all()):
+        raise ValueError("steps and losses must be finite")
+    if t.size < 2 or float(np.ptp(t)) == 0.0:
+        return math.nan, math.nan
+    tc = t - t.mean()
+    slope = float((tc * (y - y.mean())).sum() / (tc * tc).sum())
+    mean = float(y.mean())
+    return slope, (slope * (t[-1] - t[0] + 1) / mean) if mean != 0 else math.nan
+
+
+class LossWindow:
+    """The training losses of the last ``CONVERGENCE_FRAC`` of a run's steps (at least 2), per
+    member; :meth:`summary` gives the convergence columns ``loss_slope`` and ``loss_rel_change``.
+
+    A run resumed inside the window holds only the steps after the resume.
+    """
+
+    def __init__(self, total_steps: int, frac: float = CONVERGENCE_FRAC) -> None:
+        if not 0 < frac <= 1:
+            raise ValueError(f"frac == {frac!r}, must be in (0, 1]")
+        self.start = total_steps - max(2, math.ceil(frac * total_steps))
+        self.steps: list[int] = []
+        self.losses: list[Any] = []
+
+    def add(self, step: int, loss: Tensor) -> None:
+        """Record the loss of 0-based ``step`` (a scalar, or (S,) per stack member) if it is in the window."""
+        if step >= self.start:
+            self.steps.append(step)
+            self.losses.append(loss.detach().float().reshape(-1).cpu())
+
+    def summary(self, member: int = 0) -> dict[str, float]:
+        """{'loss_slope', 'loss_rel_change'} of one member (:func:`loss_trend`)."""
+        slope, rel = loss_trend(self.steps, [float(v[member]) for v in self.losses])
+        return {"loss_slope": slope, "loss_rel_change": rel}

@@ -51,9 +51,8 @@ from geomsae.study import ARMS, Cell, Member, Run, sweep, tables, train_and_eval
 from geomsae.study.stack import train_config
 from llm_eval.config import PRESETS, LLMStarvationConfig
 
-EXTRA_COLUMNS = ["dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage", "ce_clean", "ce_patched",
-                 "ce_zero", "ce_mean", "ce_recovered_zero", "ce_recovered_mean", "kl", "train_tokens", "train_time_s",
-                 "train_tokens_per_s"]
+EXTRA_COLUMNS = [*tables.EVAL_METRICS, "ce_clean", "ce_patched", "ce_zero", "ce_mean", "ce_recovered_zero",
+                 "ce_recovered_mean", "kl", *tables.TRAIN_METRICS, "train_tokens", "train_time_s", "train_tokens_per_s"]
 
 
 def result_columns(cfg: LLMStarvationConfig) -> list[str]:

@@ -5,6 +5,11 @@
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
+    python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, 8× longer
+    for s in 400 1600 6400 12800; do python -m synthetic.starvation --preset length --steps $s --out runs/length_$s; done
+    python -m synthetic.length runs/length_400 runs/length_1600 runs/length_6400 runs/length_12800
+    python -m synthetic.starvation --preset authors --rhos 0.3 0.9  # the authors' table rows, their length (CPU: long)
+    python -m synthetic.starvation --preset authors-gpu           # the whole authors' table on one GPU
 
 Every arm (:data:`geomsae.study.ARMS`) is trained on x = D z from :func:`synthetic.spiked` for
 every coherence ρ and seed; the seed draws the data (D, supports, magnitudes) *and*
@@ -91,9 +96,41 @@ PRESETS: dict[str, StarvationConfig] = {
                              arms=("relu_l1", "aen"), l0_targets=(2.0, 3.0), topk_ks=(1, 2, 4), sweep_points=3,
                              steps=60, batch_size=64, n_eval=1024, eval_windows=(256,), dead_window_tokens=640,
                              resample_every=21, workers=1),
-    # Every arm, 5 ρ, 3 seeds: 450 SAEs in 2 rounds, 15 stacks (the largest 60). Measured on 2 CPU cores,
-    # 2 workers: 4 min 41 s (before stacked training, one SAE at a time: ≈ 8 min).
+    # Every arm, 5 ρ, 3 seeds, 6 λ per penalty cell and k 3–8: 989 SAEs in 5 rounds, 37 stacks (the largest 60).
+    # Measured on 2 CPU cores, 2 workers, with another job sharing the cores: 812 s (issue 12; before it,
+    # 450 SAEs with 3 λ and k ∈ {2, 4, 8}: 4 min 41 s).
     "quick": StarvationConfig(preset="quick"),
+    # The committed verdicts (issue 12): the quick sizes, 5 seeds, 8× the quick length (3200 steps × 128 tokens).
+    # Planned: 1650 SAEs × 409,600 tokens × 10·64·256 FLOPs = 111 TFLOP, 22 min at 85 GFLOP/s; the quick preset runs
+    # stacks at ~15 % of that roofline on 2 cores, so plan ~2.4 h until --estimate-only says otherwise. Pick the
+    # length from the length ablation (the shortest at which the verdicts stop moving) before committing it.
+    "standard": StarvationConfig(preset="standard", seeds=(0, 1, 2, 3, 4), steps=3200, resample_every=1067),
+    # Length ablation (issue 12 item 4): run with --steps 400 / 1600 / 6400 / 12800 and --out runs/length_<steps>,
+    # then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds × 6 points = 324 SAEs per length; planned at the
+    # roofline 324 × steps × 128 × 163,840 FLOPs / 85e9: 0.5 / 2.1 / 8.5 / 17 min (×~6 at the quick efficiency).
+    "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
+                               rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
+    # The authors' spiked table (SPEC §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
+    # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
+    # CPU (--rhos 0.3 0.9): 5 arms × 2 ρ × 1 seed × 4 points = 40 SAEs, 1.3 PFLOP, ≥ 4.4 h at the roofline.
+    # Not run here; our summary reports matched L0 (targets 16, 24), theirs the run closest to L0 16.
+    "authors": StarvationConfig(preset="authors", n=256, m=1024, k=16, arms=("aen", "adaptive_lasso", "en", "relu_l1",
+                                                                            "topk"),
+                                seeds=(0,), l0_targets=(16.0, 24.0), topk_ks=(12, 16, 20, 24), lam_relu_l1=0.05,
+                                lam_en=0.03, lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
+                                steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
+                                eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=16_667,
+                                sweep_points=4, stack_size=16),
+    # The whole authors' table (5 ρ) on one GPU: 100 SAEs × 33.5 TFLOP = 3.4 PFLOP; at ~40 % of an H200's
+    # 790 TFLOP/s bf16 that is ≈ 11 min (sized from FLOPs, not measured).
+    "authors-gpu": StarvationConfig(preset="authors-gpu", n=256, m=1024, k=16,
+                                    arms=("aen", "adaptive_lasso", "en", "relu_l1", "topk"), seeds=(0,),
+                                    l0_targets=(16.0, 24.0), topk_ks=(12, 16, 20, 24), lam_relu_l1=0.05, lam_en=0.03,
+                                    lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
+                                    steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
+                                    eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
+                                    resample_every=16_667, sweep_points=4, stack_size=64, workers=1, device="cuda",
+                                    autocast="bfloat16"),
     # SPEC §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
     # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
     # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).
@@ -106,8 +143,8 @@ PRESETS: dict[str, StarvationConfig] = {
 }
 
 CELL_KEYS = ("rho",)
-EXTRA_COLUMNS = ["dense_fraction", "dense_fraction_001", "mmcs", "recovery_rate", "recovery_chance", "mcc",
-                 "support_precision", "support_recall", "support_f1", "l2_ratio", "rel_bias", "shrinkage"]
+EXTRA_COLUMNS = [*tables.EVAL_METRICS, *tables.TRUE_DICT_METRICS, *tables.TRUE_CODE_METRICS,
+                 "support_precision", "support_recall", "support_f1", *tables.TRAIN_METRICS]
 TIMING_COLUMNS = ["train_time_s"]
 
 
@@ -126,21 +163,16 @@ class Data(NamedTuple):
     """(n_eval, m) float32 true codes of the held-out tokens."""
     D: np.ndarray
     """(n, m) true dictionary, atoms as columns."""
-    recovery_chance: float
-    """Recovery rate of a dictionary made of the mean atom alone (SPEC's cos > 0.9 rule)."""
 
 
 def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int) -> Data:
     """The spiked data of one (ρ, seed): the first n_train samples train, the rest evaluate."""
-    from geomsae import metrics
     from synthetic.generators import spiked
 
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_train + n_eval, seed=seed)
     x = torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32))
-    mean_atom = d.dictionary.mean(axis=1, keepdims=True)
-    chance = metrics.recovery_rate(d.dictionary, mean_atom) if np.linalg.norm(mean_atom) > 0 else 0.0
     z_eval = d.codes[n_train:].toarray().astype(np.float32)
-    return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary, chance)
+    return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary)
 
 
 _CACHE: OrderedDict[tuple, Data] = OrderedDict()
@@ -165,14 +197,17 @@ def synthetic_train_config(cfg: StarvationConfig) -> Any:
 
 
 def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
+    """Support precision / recall / F1 of the Hungarian-matched atoms, a latent in the support where it fires
+    by the folded rule (z_j‖d_j‖ > FIRE_REL · RMS(x), docs/method.md §3), as everywhere else."""
     from geomsae import metrics
 
     sae = sae.cpu()
     with torch.no_grad():
-        codes = sae.encode(data.x_eval)
-    prf = metrics.support_prf(data.z_eval, codes, metrics.hungarian_match(data.D, sae.W_dec.detach().double()))
-    return {"recovery_chance": data.recovery_chance, "support_precision": prf["precision"],
-            "support_recall": prf["recall"], "support_f1": prf["f1"]}
+        folded = sae.encode(data.x_eval) * sae.W_dec.norm(dim=0)
+    tol = metrics.FIRE_REL * metrics.rms_norm(data.x_eval)
+    prf = metrics.support_prf(data.z_eval, folded, metrics.hungarian_match(data.D, sae.W_dec.detach().double()),
+                              tol=tol)
+    return {"support_precision": prf["precision"], "support_recall": prf["recall"], "support_f1": prf["f1"]}
 
 
 def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
@@ -185,6 +220,7 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
         return train_and_evaluate(
             stack, cfg, d_sae=cfg.m, train_source=[d.x_train for d in mine], eval_source=[d.x_eval for d in mine],
             tcfg=synthetic_train_config(cfg), cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine],
+            true_codes=[d.z_eval for d in mine],
             extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae))
     finally:
         torch.set_num_threads(threads)
@@ -244,7 +280,15 @@ def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[s
         cfg.rhos) * len(cfg.seeds)
     per_run = per_step * cfg.steps
     return {"s_per_step": per_step, "s_per_run": per_run, "runs_max": n_runs,
-            "hours_one_worker": per_run * n_runs / 3600, "hours_all_workers": per_run * n_runs / 3600 / cfg.workers}
+            "hours_one_worker": per_run * n_runs / 3600, "hours_all_workers": per_run * n_runs / 3600 / cfg.workers,
+            "roofline_hours": planned_flops(cfg) / 85e9 / 3600}
+
+
+def planned_flops(cfg: StarvationConfig) -> float:
+    """FLOPs of training every SAE of ``cfg`` (the sweep's maximum): runs × steps × batch × 10·n·m (FACTS.md)."""
+    n_runs = sum(len(set(cfg.topk_ks)) if ARMS[a].start is None else cfg.sweep_points for a in cfg.arms) * len(
+        cfg.rhos) * len(cfg.seeds)
+    return float(n_runs) * cfg.steps * cfg.batch_size * 10.0 * cfg.n * cfg.m
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argparse.Namespace]:

@@ -48,7 +48,8 @@ def test_train_then_eval_json(files, tmp_path, capsys):
     assert main(["eval", str(tmp_path / "run"), "--data", str(files / "x.npy"), "--true-dict",
                  str(files / "D.npy"), "--n-tokens", "1000", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)  # exactly one JSON object on stdout
-    for key in ("fvu", "l0", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "mmcs", "recovery_rate", "mcc"):
+    for key in ("fvu", "l0", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "mmcs", "recovery_rate",
+                "mmcs_1to1", "l0_raw", "dead_fraction_raw"):
         assert isinstance(res[key], float) and math.isfinite(res[key]), key
     assert res["n_tokens"] == 1000 and res["fvu"] < 0.6 and 0 < res["l0"] < 32 and 0 < res["mmcs"] <= 1
     assert main(["eval", str(tmp_path / "run"), "--data", str(files / "x.npy")]) == 0
@@ -155,9 +156,11 @@ def test_evaluate_returns_a_typed_result_and_its_legacy_dict(files):
     d = res.to_dict()  # the dict evaluate() returned before, keys in the same order
     assert list(d) == ["n_tokens", "fvu", "explained_variance", "l0", "dead_fraction", "dead_fraction_at_100",
                        "dead_fraction_at_1000", "dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias",
-                       "firing_frequencies", "firing_histogram", "mmcs", "recovery_rate", "mcc"]
+                       "firing_frequencies", "firing_histogram", "l0_raw", "dead_fraction_raw", "rare_fraction_1e4",
+                       "rare_fraction_1e5", "collapsed", "rms", "fire_rel", "mmcs", "recovery_rate", "mmcs_1to1",
+                       "recovery_chance", "mmcs_1to1_chance"]
     assert d["firing_histogram"] == {"counts": res.firing_histogram.counts, "edges": res.firing_histogram.edges}
-    assert d["mcc"] == res.mcc and res["fvu"] == res.fvu  # legacy read-only access
+    assert d["mmcs_1to1"] == res.mmcs_1to1 and res["fvu"] == res.fvu  # legacy read-only access
     js = res.to_json()
     assert "firing_frequencies" not in js and js["firing_histogram"]["edges"][0] is None  # -inf -> null
     json.dumps(js, allow_nan=False)

@@ -199,7 +199,7 @@ def test_ground_truth_hand_computed():
     m = M.hungarian_match(D_true, D_learned)
     assert m.true_idx.tolist() == [0, 1] and m.learned_idx.tolist() == [0, 1]
     assert m.cos.tolist() == pytest.approx([1.0, r])
-    assert M.mcc(D_true, D_learned) == pytest.approx((1 + r) / 2)
+    assert M.mmcs_1to1(D_true, D_learned) == pytest.approx((1 + r) / 2)
 
 
 def test_permuted_and_sign_flipped_copy():
@@ -209,11 +209,11 @@ def test_permuted_and_sign_flipped_copy():
     signs = np.where(np.arange(48) % 2 == 0, 1.0, -1.0)
     D_perm = D[:, perm] * 3.0  # column scale must not matter
     assert M.mmcs(D, D_perm) == pytest.approx(1.0)
-    assert M.mcc(D, D_perm) == pytest.approx(1.0)
+    assert M.mmcs_1to1(D, D_perm) == pytest.approx(1.0)
     m = M.hungarian_match(D, D_perm)
     assert (perm[m.learned_idx.numpy()] == m.true_idx.numpy()).all()
     D_flip = D_perm * signs
-    assert M.mcc(D, D_flip) == pytest.approx(1.0)
+    assert M.mmcs_1to1(D, D_flip) == pytest.approx(1.0)
     assert M.mmcs(D, D_flip, abs=True) == pytest.approx(1.0)
     assert M.mmcs(D, D_flip) < 0.8
     assert M.recovery_rate(D, D_flip) == pytest.approx(0.5)
@@ -227,8 +227,8 @@ def test_recovery_rate_half_replaced():
     rr = M.recovery_rate(D, D_l)
     assert rr == pytest.approx(0.5, abs=0.02)
     assert M.mmcs(D, D_l) < 0.8
-    # mcc with fewer learned atoms: averaged over the min(n_true, n_learned) matched pairs
-    assert M.mcc(D, D[:, :50]) == pytest.approx(1.0)
+    # mmcs_1to1 with fewer learned atoms: averaged over the min(n_true, n_learned) matched pairs
+    assert M.mmcs_1to1(D, D[:, :50]) == pytest.approx(1.0)
     assert len(M.hungarian_match(D, D[:, :50]).true_idx) == 50
 
 
@@ -238,7 +238,7 @@ def test_ground_truth_errors():
     with pytest.raises(ValueError, match="D_learned has zero-norm columns"):
         M.mmcs(np.eye(3), np.zeros((3, 2)))
     with pytest.raises(ValueError, match="D_true contains NaN"):
-        M.mcc(np.full((3, 3), np.nan), np.eye(3))
+        M.mmcs_1to1(np.full((3, 3), np.nan), np.eye(3))
 
 
 def test_support_prf_hand_computed():

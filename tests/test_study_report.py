@@ -7,7 +7,7 @@ import math
 import pytest
 
 from geomsae.study import Claim, Study, StudySettings, tables, write_report
-from geomsae.study.matched import cell_values, matched_columns, matched_table
+from geomsae.study.matched import cell_values, matched_columns, matched_seeds, matched_table
 from geomsae.study.report import matched_metrics, md_table, pm, rules
 from geomsae.study.verdicts import comparisons, tally, verdict_columns
 
@@ -49,7 +49,9 @@ def test_matched_table_without_cell_keys():
                                                                      ("en", 4.0, 2), ("en", 16.0, 0)]
     assert m[0]["dead_fraction_mean"] == pytest.approx(0.15) and m[0]["value_mean"] == pytest.approx(math.sqrt(2))
     assert math.isnan(m[1]["dead_fraction_mean"])
-    assert matched_columns(["x"]) == ["arm", "l0_target", "n_seeds", "value_mean", "x_mean", "x_std"]
+    assert matched_columns(["x"]) == ["arm", "l0_target", "n_seeds", "value_mean", "x_mean", "x_std", "n_collapsed",
+                                      "n_cliff", "cliff_l0_dense", "cliff_dead_dense", "cliff_l0_sparse",
+                                      "cliff_dead_sparse"]
     assert cell_values(rows, ()) == [()] and cell_values([{"rho": 0.5}, {"rho": 0.1}], ("rho",)) == [(0.1,), (0.5,)]
 
 
@@ -59,19 +61,20 @@ CLAIMS = (Claim("a", "AEN starves less", "dead_fraction", False),
 
 def test_comparisons_claims_and_ablation():
     rows = _rows("aen", (0.1, 0.12)) + _rows("en", (0.5, 0.52)) + _rows("topk", (0.1, 0.12))
-    m = matched_table(rows, [4.0], ["dead_fraction"], ["aen", "en", "topk"])
-    comps = comparisons(m, CLAIMS, 2.0)
+    per = matched_seeds(rows, [4.0], ["dead_fraction"], ["aen", "en", "topk"])
+    comps = comparisons(per, CLAIMS)
     assert [(c["claim"], c["other"]) for c in comps] == [("a", "en"), ("a", "topk"), ("z", "en")]
     a_en, a_topk, z = comps
-    # AEN 0.11 ± 0.0141 vs EN 0.51 ± 0.0141 (n = 2 each): Δ = 0.4, SE = √(2·0.0002/2) = 0.0141
-    assert a_en["aen_advantage"] == pytest.approx(0.4) and a_en["se"] == pytest.approx(math.sqrt(0.0002))
-    assert a_en["verdict"] == "holds" and a_topk["verdict"] == "within noise"
+    # paired by seed: AEN (0.1, 0.12) vs EN (0.5, 0.52): advantage 0.4 on both seeds, a zero-width interval
+    assert a_en["aen_advantage"] == pytest.approx(0.4) and a_en["ci_lo"] == pytest.approx(0.4)
+    assert a_en["paired"] == 1 and a_en["n"] == 2
+    assert a_en["verdict"] == "holds" and a_topk["outcome"] == "equivalent" and a_topk["verdict"] == "equivalent"
     assert z["verdict"] == "does not hold"  # the same comparison, flipped: EN starves more
     assert list(a_en) == verdict_columns()
     assert verdict_columns(("rho",))[:4] == ["claim", "metric", "rho", "l0_target"]
-    assert comparisons([r for r in m if r["arm"] != "aen"], CLAIMS, 2.0) == []
-    assert tally(["holds", "n/a"]) == ("holds 1, does not hold 0, within noise 0 of 1 defined comparisons "
-                                       "(1 n/a: target not bracketed or < 2 seeds)")
+    assert comparisons([r for r in per if r["arm"] != "aen"], CLAIMS) == []
+    assert tally(["holds", "n/a"]) == ("holds 1, does not hold 0, equivalent 0, underpowered 0 of 1 defined "
+                                       "comparisons (1 n/a: target not bracketed, a cliff, or < 2 seeds)")
 
 
 def _study(cell_keys: tuple[str, ...] = ()) -> Study:
@@ -90,9 +93,10 @@ def test_report_of_a_study(tmp_path):
     assert tables.read_csv(paths["matched"])[0]["dead_at_128_mean"] == 0.0  # dead_at_N added after dead_fraction
     text = paths["summary"].read_text()
     for part in ("# A study", "8 SAEs.", "**Matched L0.**", "**Verdict rule.**", "For (z) the comparison is AEN vs EN "
-                 "on dead fraction", "- **(a)** AEN starves less: **holds**", "- **(z)** EN does as well (the ablation): "
-                 "**does not hold**", "## Matched-L0 table", "| arm | L0 = 4 |", "| aen | 11.0 ± 1.4 |",
-                 "## (a) AEN starves less", "| other | L0 = 4 |", "| en | ✓ +0.400 ± 0.014 |", "| metric | L0 = 4 |",
+                 "on dead fraction", "- **(a)** AEN starves less: holds in 1/1 (en 1).", "- **(z)** EN does as well "
+                 "(the ablation): does not hold in 1/1 (dead_fraction 1).", "## Matched-L0 table", "| arm | L0 = 4 |",
+                 "| aen | 11.0 ± 1.4 |", "## (a) AEN starves less", "Reading: holds in 1/1 (en 1).", "| other | L0 = 4 |",
+                 "| en | ✓ +0.400 [+0.400, +0.400] |", "| metric | L0 = 4 |", "95 % t confidence interval",
                  "## More", "timing {}", "## Files", "`matched.csv`: arm × target", "- Figures: `f.png`."):
         assert part in text, part
     assert text.index("## Verdicts") < text.index("## Matched-L0") < text.index("## (a)") < text.index("## More")
@@ -100,13 +104,14 @@ def test_report_of_a_study(tmp_path):
 
 
 def test_report_with_cell_keys_has_a_table_per_target(tmp_path):
-    cfg = StudySettings(arms=("aen", "en"), l0_targets=(4.0, 6.0), eval_windows=(128,), se_factor=3.0)
+    cfg = StudySettings(arms=("aen", "en"), l0_targets=(4.0, 6.0), eval_windows=(128,), ci_level=0.9)
     rows = [dict(r, arch=r["arm"], param="lam", hparams="{}", dead_at_128=0.0, rho=rho)
             for rho in (0.0, 0.5) for r in _rows("aen", (0.1, 0.12)) + _rows("en", (0.5, 0.52))]
     tables.write_csv(tmp_path / "results.csv", list(rows[0]), rows)
     text = write_report(tmp_path, cfg, _study(("rho",)))["summary"].read_text()
-    for part in ("every other arm × ρ × target", "Δ > 3·SE", "L0 ∈ {4, 6}", "  - by ρ (holds/does not hold/within "
-                 "noise): ρ=0: 2✓/0✗/0~; ρ=0.5: 2✓/0✗/0~", "## Matched-L0 table (L0 = 4)", "| arm | ρ = 0 | ρ = 0.5 |",
+    for part in ("90 % t confidence interval", "L0 ∈ {4, 6}", "  - by ρ (✓ holds / ✗ does not hold / = equivalent / "
+                 "? underpowered): ρ=0: 2✓/0✗/0=/0?; ρ=0.5: 2✓/0✗/0=/0?", "## Matched-L0 table (L0 = 4)",
+                 "| arm | ρ = 0 | ρ = 0.5 |",
                  "L0 = 4:\n\n| other | ρ = 0 | ρ = 0.5 |", "L0 = 6:\n\n| other |", "`matched.csv`: arm × ρ × target"):
         assert part in text, part
     assert "\n".join(rules(_study(("rho",)), cfg, [4.0])).count("**") == 4

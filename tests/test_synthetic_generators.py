@@ -240,4 +240,4 @@ def test_cli_writes_the_pair_that_train_and_eval_read(tmp_path, capsys):
 
     doc = json.loads(capsys.readouterr().out)
     assert {"fvu", "l0", "dead_fraction", "dense_fraction", "l2_ratio", "rel_bias", "mmcs", "recovery_rate",
-            "mcc"} <= set(doc)
+            "mmcs_1to1"} <= set(doc)

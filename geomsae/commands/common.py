@@ -34,10 +34,16 @@ def format_table(res: EvalResult, title: str = "evaluation") -> str:
     """``res`` as a two-column text table under ``title`` (the firing histogram on one line)."""
     rows: list[tuple[str, object]] = [("n_tokens", res.n_tokens), ("fvu", res.fvu),
                                       ("explained_variance", res.explained_variance), ("l0", res.l0),
-                                      ("dead_fraction", res.dead_fraction), ("dense_fraction", res.dense_fraction),
+                                      ("l0_raw", res.l0_raw), ("dead_fraction", res.dead_fraction),
+                                      ("dead_fraction_raw", res.dead_fraction_raw),
+                                      ("rare_fraction_1e4", res.rare_fraction_1e4),
+                                      ("rare_fraction_1e5", res.rare_fraction_1e5), ("collapsed", str(res.collapsed)),
+                                      ("dense_fraction", res.dense_fraction),
                                       ("dense_fraction_001", res.dense_fraction_001), ("l2_ratio", res.l2_ratio),
                                       ("rel_bias", res.rel_bias), ("mmcs", res.mmcs),
-                                      ("recovery_rate", res.recovery_rate), ("mcc", res.mcc)]
+                                      ("recovery_rate", res.recovery_rate), ("recovery_chance", res.recovery_chance),
+                                      ("mmcs_1to1", res.mmcs_1to1), ("mmcs_1to1_chance", res.mmcs_1to1_chance),
+                                      ("mcc", res.mcc), ("mcc_chance", res.mcc_chance)]
     rows = [(k, v) for k, v in rows if v is not None]
     rows += [(f"dead_fraction_at_{w.window}", w.dead_fraction) for w in res.dead_windows]
     width = max(len(k) for k, _ in rows)

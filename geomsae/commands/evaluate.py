@@ -25,7 +25,10 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--data-key", default=None, metavar="NAME",
                    help="tensor name inside a .safetensors file holding several")
     p.add_argument("--true-dict", default=None, metavar="D.npy",
-                   help="ground-truth dictionary (d_in, n_true), atoms as columns: adds mmcs, recovery_rate, mcc")
+                   help="ground-truth dictionary (d_in, n_true), atoms as columns: adds mmcs, recovery_rate, mmcs_1to1 "
+                   "and their spike-only chance levels")
+    p.add_argument("--true-codes", default=None, metavar="Z.npy",
+                   help="ground-truth codes (N, n_true) of the same tokens, in order (needs --true-dict): adds mcc")
     p.add_argument("--n-tokens", type=int, default=None, metavar="N",
                    help="evaluate on the first N tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=4096, metavar="B", help="tokens per forward pass")
@@ -50,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     true_dict = None
     if args.true_dict is not None:
         true_dict = np.load(args.true_dict)
+    true_codes = None if args.true_codes is None else np.load(args.true_codes)
     res = evaluate(sae, src, n_tokens=args.n_tokens, batch_size=args.batch_size, true_dict=true_dict,
-                   windows=tuple(args.windows))
+                   true_codes=true_codes, windows=tuple(args.windows))
     if args.save_freqs:
         np.save(args.save_freqs, res.firing_frequencies)
     if args.json:

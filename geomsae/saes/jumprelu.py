@@ -21,12 +21,16 @@ class JumpReLUConfig(SAEConfig):
     bandwidth: float = 1e-3
     """Width ε of the rectangle kernel of the straight-through pseudo-derivative."""
     theta_init: float = 1e-3
-    """Initial threshold θ of every latent (θ = exp(log_threshold))."""
+    """Initial threshold θ of every latent."""
+    threshold_lr_scale: float = 1.0
+    """log θ = threshold_lr_scale · log_threshold. Adam moves every parameter by about lr per step
+    whatever its gradient's scale, so this is log θ's own learning rate, threshold_lr_scale × lr:
+    at short runs (a few hundred steps) θ can otherwise not travel far from theta_init."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_nonneg("lam", self.lam)
-        for name in ("bandwidth", "theta_init"):
+        for name in ("bandwidth", "theta_init", "threshold_lr_scale"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} == {v!r}, must be a finite number > 0")
@@ -78,7 +82,7 @@ class JumpReLUSAE(BaseSAE):
     Implements::
 
         pre = W_enc (x − b_dec) + b_enc
-        z   = pre · H(pre − θ),     θ = exp(log_threshold) > 0 (per latent, learned)
+        z   = pre · H(pre − θ),     θ = exp(c · log_threshold) > 0 (per latent, learned; c = threshold_lr_scale)
         x̂   = W_dec z + b_dec       # unit-norm columns (renormalised)
         L   = (1/d_in)‖x − x̂‖² + λ Σ_j H(pre_j − θ_j)
 
@@ -86,6 +90,8 @@ class JumpReLUSAE(BaseSAE):
     ∂z/∂θ := −(θ/ε)K((pre−θ)/ε) and ∂H/∂θ := −(1/ε)K((pre−θ)/ε); H has no gradient in
     pre. The L0 penalty has no l1 equivalent, so :meth:`canonical_penalty` returns
     λ1′ = λ2′ = 0 with exact=False (calibrate λ1 before comparing with an exact solver).
+    The factor c gives log θ its own learning rate c·lr under Adam (c = 1: the original
+    parametrisation, log_threshold = log θ).
     """
 
     arch = "jumprelu"
@@ -94,12 +100,12 @@ class JumpReLUSAE(BaseSAE):
 
     def __init__(self, cfg: JumpReLUConfig) -> None:
         super().__init__(cfg)
-        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.theta_init)))
+        self.log_threshold = nn.Parameter(torch.full((cfg.d_sae,), math.log(cfg.theta_init) / cfg.threshold_lr_scale))
 
     @property
     def threshold(self) -> Tensor:
-        """(d_sae,) θ = exp(log_threshold)."""
-        return self.log_threshold.exp()
+        """(d_sae,) θ = exp(threshold_lr_scale · log_threshold); (S, d_sae) for a stack."""
+        return (self._per_member(self.hp("threshold_lr_scale"), 1) * self.log_threshold).exp()
 
     def activation(self, pre: Tensor) -> Tensor:
         return _JumpReLU.apply(pre, self._row(self.threshold), self._per_member(self.hp("bandwidth"), 2))

@@ -30,23 +30,41 @@ def _adaptive(c: Any) -> dict[str, Any]:
                 ramp_steps=int(c.adaptive_ramp_frac * c.steps))
 
 
+AEN_GRID = tuple((g, q, f) for g in (0.5, 1.0) for q in (1.0, 5.0) for f in (0.25, 1.0, 4.0))
+"""The AEN tuning grid within the authors' (docs/method.md §7.1): γ ∈ {0.5, 1}, q ∈ {1, 5} %, and three
+λ2 = f · ``lam2`` with f ∈ {0.25, 1, 4}; arm names ``aen_g{γ}_q{q}_l2x{f}``."""
+
+
+def aen_grid_name(gamma: float, q: float, factor: float) -> str:
+    """The arm name of one AEN grid point, e.g. 'aen_g0.5_q5_l2x4'."""
+    return f"aen_g{gamma:g}_q{q:g}_l2x{factor:g}"
+
+
 ARMS: dict[str, Arm] = {
     "relu_l1": Arm("relu_l1", "lam", lambda c: {}, lambda c: c.lam_relu_l1),
     "relu_l1_resample": Arm("relu_l1", "lam", lambda c: dict(resample=True, resample_every=c.resample_every,
                                                               dead_window=c.dead_window_tokens),
                             lambda c: c.lam_relu_l1),
     "topk": Arm("topk", "k", lambda c: dict(auxk=False, tied_init=False), None),
+    "topk_tied": Arm("topk", "k", lambda c: dict(auxk=False, tied_init=True), None),
     "topk_auxk": Arm("topk", "k", lambda c: dict(auxk=True, tied_init=True, dead_window=c.dead_window_tokens), None),
     "batchtopk": Arm("batchtopk", "k", lambda c: dict(auxk=True, tied_init=True, dead_window=c.dead_window_tokens),
                      None),
-    "jumprelu": Arm("jumprelu", "lam", lambda c: dict(theta_init=c.jumprelu_theta_init,
-                                                      bandwidth=c.jumprelu_bandwidth), lambda c: c.lam_jumprelu),
+    "jumprelu": Arm("jumprelu", "lam", lambda c: dict(theta_init=c.jumprelu_theta_init, bandwidth=c.jumprelu_bandwidth,
+                                                      threshold_lr_scale=c.jumprelu_threshold_lr_scale),
+                    lambda c: c.lam_jumprelu),
     "gated": Arm("gated", "lam", lambda c: {}, lambda c: c.lam_gated),
     "en": Arm("en", "lam1", lambda c: dict(lam2=c.lam2), lambda c: c.lam_en),
     "adaptive_lasso": Arm("adaptive_lasso", "lam1", _adaptive, lambda c: c.lam_adaptive_lasso),
     "aen": Arm("aen", "lam1", lambda c: dict(lam2=c.lam2, **_adaptive(c)), lambda c: c.lam_aen),
 }
-"""The arms (docs/method.md §7.1). TopK without AuxK also has an untied encoder init; with AuxK, tied."""
+for _g, _q, _f in AEN_GRID:
+    ARMS[aen_grid_name(_g, _q, _f)] = Arm(
+        "aen", "lam1", lambda c, g=_g, q=_q, f=_f: dict(lam2=f * c.lam2, gamma=g, q=q, **_adaptive(c)),
+        lambda c: c.lam_aen)
+"""The arms (docs/method.md §7.1). The TopK switches one at a time: topk (no AuxK, untied init), topk_tied
+(tied init W_enc = W_decᵀ, no AuxK), topk_auxk (tied init and AuxK: Gao et al.'s recipe). The AEN grid arms
+(:data:`AEN_GRID`) are for tuning AEN within the authors' grid; they are not in the default arm list."""
 
 
 def arm_fields(settings: Any, arm_name: str, value: float) -> dict[str, Any]:

@@ -4,6 +4,7 @@ One report for every study, parameterised by a :class:`Study` (its cell keys, cl
 matched metrics and the prose only it can write). :func:`write_report` reads
 ``results.csv`` (and ``timing.json`` when present) in a folder and writes:
 
+- ``matched_seeds.csv``: every arm × cell × L0 target × seed (:func:`geomsae.study.matched.matched_seeds`);
 - ``matched.csv``: every arm × cell × L0 target (:func:`geomsae.study.matched.matched_table`);
 - ``verdicts.csv``: every comparison behind a claim (:func:`geomsae.study.verdicts.comparisons`);
 - ``summary.md``: the study's description, the matched-L0 and verdict rules, the verdicts,
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from geomsae.study.matched import cell_values, matched_columns, matched_table
+from geomsae.study.matched import CLIFF_JUMP, cell_values, matched_columns, matched_seeds, matched_table, seeds_columns
 from geomsae.study.tables import read_csv, write_csv
-from geomsae.study.verdicts import FOCUS, SYMBOL, Claim, comparisons, overall, tally, verdict_columns
+from geomsae.study.verdicts import (FOCUS, MIN_EFFECT, NONINFERIORITY_FVU, SYMBOL, Claim, comparisons, reading,
+                                    verdict_columns)
 
 Lines = list[str]
 
@@ -51,7 +53,9 @@ class Study:
     appendix: Callable[[Any, list, list, list, dict[str, Any]], Lines] | None = None
     """``appendix(cfg, rows, matched, comparisons, timing)``: sections after the claim tables."""
     digits: int = 3
-    """Decimals of Δ ± SE in the claim tables."""
+    """Decimals of Δ and its interval in the claim tables."""
+    paired: bool = True
+    """Whether the design pairs the arms by seed (same data and init seed): paired verdicts."""
 
 
 def pm(mean: float, std: float, scale: float = 1.0, digits: int = 2) -> str:
@@ -88,39 +92,55 @@ def _where(study: Study) -> str:
 
 def rules(study: Study, cfg: Any, targets: Sequence[float]) -> Lines:
     """The matched-L0 and verdict-rule paragraphs."""
-    c = f"{cfg.se_factor:g}"
+    level = f"{100 * cfg.ci_level:g} %"
+    deltas = sorted({(cl.metric, cl.delta()) for cl in study.claims})
     lines = ["**Matched L0.** Each arm sweeps its knob (the k grid for TopK-type arms; λ values placed in rounds "
-             "otherwise, docs/method.md §7.2); metrics are interpolated linearly in log L0 between the two sweep points "
-             "adjacent in knob order that bracket the target, per seed, then averaged (mean ± sample std over the seeds "
-             f"that bracket it). Targets: L0 ∈ {{{', '.join(f'{t:g}' for t in targets)}}}.", ""]
-    text = (f"**Verdict rule.** Δ = AEN's advantage (mean over seeds, in the claimed direction), SE = √(s²_AEN/n_AEN + "
-            f"s²_B/n_B): 'holds' if Δ > {c}·SE, 'does not hold' if Δ < −{c}·SE, else 'within noise'; 'n/a' if a side "
-            "has < 2 seeds bracketing the target. A claim's overall verdict is the label of more than half of its "
-            f"defined comparisons (every other {_where(study)}), else 'mixed'.")
+             "otherwise, refined until the two runs bracketing each target are within 1.25× in L0, docs/method.md "
+             "§7.2); collapsed runs (held-out FVU ≥ 0.95 or L0 < 0.5) are left out; metrics are interpolated linearly "
+             "in log L0 between the two runs adjacent in knob order that bracket the target, per seed — except where "
+             f"the dead fraction jumps by more than {100 * CLIFF_JUMP:g} points between them: that seed's value is a "
+             "*cliff*, shown with both ends and never interpolated. Then mean ± sample std over the seeds with a value. "
+             f"Targets: L0 ∈ {{{', '.join(f'{t:g}' for t in targets)}}}. A latent fires on a token when its folded "
+             "contribution z_j‖d_j‖ exceeds 1e-3 × the data's RMS norm (docs/method.md §3).", ""]
+    text = (f"**Verdict rule.** Δ = AEN's advantage in the claimed direction, "
+            f"{'paired by seed (the seeds where both arms have a value)' if study.paired else 'unpaired (Welch)'}, "
+            f"with its {level} t confidence interval [lo, hi]. Minimum effects δ: "
+            + ", ".join(f"{m.replace('_', ' ')} {d:g}" for m, d in deltas)
+            + ". Outcome: 'better' if lo > 0 and Δ ≥ δ; 'worse' if hi < 0 and Δ ≤ −δ; 'equivalent' if −δ < lo and "
+            "hi < δ; 'underpowered' otherwise (the interval is wider than the effect it must resolve); 'n/a' with "
+            "fewer than 2 seeds. A claim holds where AEN is 'better' and does not hold where 'worse'.")
+    for cl in study.claims:
+        if cl.margin is not None:
+            text += (f" ({cl.id}) is a non-inferiority claim with margin {cl.margin:g} on {cl.metric.replace('_', ' ')}: "
+                     "it holds where lo > −margin, does not hold where hi < −margin, else is underpowered.")
+            break
     for cid in dict.fromkeys(cl.id for cl in study.claims if cl.other is not None):
         sub = [cl for cl in study.claims if cl.id == cid]
         names = [cl.metric.replace("_", " ") for cl in sub]
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        text += (f" For ({cid}) the comparison is AEN vs {sub[0].other.upper()} on {listed}; AEN better beyond noise "
-                 f"counts against ({cid}).")
+        text += (f" For ({cid}) the comparison is AEN vs {sub[0].other.upper()} on {listed}; it holds where they are "
+                 f"equivalent or EN is better, and AEN better counts against ({cid}).")
+    text += (" Each claim is reported as the table of its comparisons and a one-line reading that counts them by "
+             "label and arm — not as a majority vote.")
     return lines + [text, ""]
 
 
 def _verdict_lines(study: Study, comps: list[dict[str, Any]], cells: list[tuple]) -> Lines:
     lines = ["## Verdicts", ""]
     for cid in dict.fromkeys(cl.id for cl in study.claims):
-        text = next(cl.text for cl in study.claims if cl.id == cid)
-        labs = [c["verdict"] for c in comps if c["claim"] == cid]
-        lines.append(f"- **({cid})** {text}: **{overall(labs)}** — {tally(labs)}.")
+        sub_claims = [cl for cl in study.claims if cl.id == cid]
+        sub = [c for c in comps if c["claim"] == cid]
+        by = "metric" if sub_claims[0].other is not None else "other"
+        lines.append(f"- **({cid})** {sub_claims[0].text}: {reading(sub, by)}.")
         if study.cell_keys:
             per = []
             for cv in cells:
-                d = [c["verdict"] for c in comps if c["claim"] == cid and c["verdict"] != "n/a"
-                     and tuple(c[k] for k in study.cell_keys) == cv]
-                per.append(f"{_label(study, cv, '=')}: {d.count('holds')}✓/{d.count('does not hold')}✗/"
-                           f"{d.count('within noise')}~")
+                d = [c["verdict"] for c in sub if c["verdict"] != "n/a" and tuple(c[k] for k in study.cell_keys) == cv]
+                per.append(f"{_label(study, cv, '=')}: " + "/".join(f"{d.count(lab)}{SYMBOL[lab]}" for lab in
+                                                                     ("holds", "does not hold", "equivalent",
+                                                                      "underpowered")))
             keys = ", ".join(study.key_labels.get(k, k) for k in study.cell_keys)
-            lines.append(f"  - by {keys} (holds/does not hold/within noise): " + "; ".join(per))
+            lines.append(f"  - by {keys} (✓ holds / ✗ does not hold / = equivalent / ? underpowered): " + "; ".join(per))
     return lines
 
 
@@ -153,12 +173,18 @@ def summary_lines(study: Study, cfg: Any, rows: list[dict[str, Any]], matched: l
 
     def mcell(arm: str, cv: tuple, t: float) -> str:
         r = idx[(arm, *cv, t)]
+        cliff = ""
+        if int(r.get("n_cliff", 0)) > 0:
+            cliff = (f"cliff×{int(r['n_cliff'])}: L0 {r['cliff_l0_dense']:.1f}→{r['cliff_l0_sparse']:.1f}, dead "
+                     f"{100 * r['cliff_dead_dense']:.0f}→{100 * r['cliff_dead_sparse']:.0f} %")
         if int(r["n_seeds"]) == 0:
-            return "n/a"
-        return study.matched_cell(r) + ("" if int(r["n_seeds"]) >= n_all else f" (n={int(r['n_seeds'])})")
+            return cliff or "n/a"
+        return (study.matched_cell(r) + ("" if int(r["n_seeds"]) >= n_all else f" (n={int(r['n_seeds'])})")
+                + (f"; {cliff}" if cliff else ""))
 
     head = f"## Matched-L0 table (L0 = {targets[0]:g})" if study.cell_keys else "## Matched-L0 table"
-    lines += ["", head, "", study.matched_caption + " (n/a: not bracketed).", ""]
+    lines += ["", head, "", study.matched_caption + " (n/a: not bracketed; cliff×c: c seeds whose bracketing runs "
+              "straddle a jump in dead fraction, their mean ends dense → sparse).", ""]
     lines += _grid(study, cells, targets[:1] if study.cell_keys else targets, "arm", arms, mcell, titled=False)
     for cid in dict.fromkeys(cl.id for cl in study.claims):
         sub_claims = [cl for cl in study.claims if cl.id == cid]
@@ -167,7 +193,8 @@ def summary_lines(study: Study, cfg: Any, rows: list[dict[str, Any]], matched: l
             continue
         ablation = sub_claims[0].other is not None
         by = "metric" if ablation else "other"
-        legend = "Cells: verdict (✓ holds, ✗ does not hold, ~ within noise, – n/a), AEN's advantage Δ ± SE"
+        legend = ("Cells: verdict (✓ holds, ✗ does not hold, = equivalent, ? underpowered, – n/a), AEN's advantage Δ "
+                  f"[{100 * cfg.ci_level:g} % CI]")
         if ablation:
             legend += f". Rows: metric; Δ > 0 means AEN is better (which counts against ({cid}))."
         else:
@@ -178,15 +205,17 @@ def summary_lines(study: Study, cfg: Any, rows: list[dict[str, Any]], matched: l
         def ccell(name: str, cv: tuple, t: float, look: dict = look) -> str:
             c = look[(name, *cv, t)]
             d = study.digits
-            return SYMBOL[c["verdict"]] + ("" if c["verdict"] == "n/a" else f" {c['aen_advantage']:+.{d}f} ± {c['se']:.{d}f}")
+            return SYMBOL[c["verdict"]] + ("" if c["verdict"] == "n/a" else
+                                           f" {c['aen_advantage']:+.{d}f} [{c['ci_lo']:+.{d}f}, {c['ci_hi']:+.{d}f}]")
 
         names = list(dict.fromkeys(c[by] for c in sub))
-        lines += [f"## ({cid}) {sub_claims[0].text}", "", legend, ""]
+        lines += [f"## ({cid}) {sub_claims[0].text}", "", f"Reading: {reading(sub, by)}.", "", legend, ""]
         lines += _grid(study, cells, targets, by, names, ccell)
     if study.appendix is not None:
         lines += study.appendix(cfg, rows, matched, comps, timing)
-    lines += ["## Files", "", f"- `results.csv`: one row per SAE; `matched.csv`: {_where(study)}; `verdicts.csv`: every "
-              "comparison above with its means, stds and seed counts; `firing_hist.csv`; `config.json`; `timing.json`.",
+    lines += ["## Files", "", f"- `results.csv`: one row per SAE; `matched_seeds.csv`: {_where(study)} × seed; "
+              f"`matched.csv`: {_where(study)}; `verdicts.csv`: every comparison above with its means, interval, "
+              "outcome and seed counts; `firing_hist.csv`; `config.json`; `timing.json`.",
               "- Figures: " + ", ".join(f"`{f}`" for f in study.figures) + "."]
     return lines
 
@@ -195,19 +224,23 @@ def write_report(folder: str | Path, cfg: Any, study: Study) -> dict[str, Path]:
     """Write matched.csv, verdicts.csv and summary.md from folder/results.csv; returns their paths.
 
     ``cfg`` is the study's config (a :class:`geomsae.study.settings.StudySettings`): arms,
-    l0_targets, eval_windows and se_factor are read here, the rest by the study's own text.
+    l0_targets, eval_windows and ci_level are read here, the rest by the study's own text.
     """
     out = Path(folder)
     rows = read_csv(out / "results.csv")
     metrics = matched_metrics(study, cfg.eval_windows)
     arms = [a for a in cfg.arms if any(r["arm"] == a for r in rows)]
-    matched = matched_table(rows, sorted(cfg.l0_targets), metrics, arms, study.cell_keys)
+    per_seed = matched_seeds(rows, sorted(cfg.l0_targets), metrics, arms, study.cell_keys)
+    write_csv(out / "matched_seeds.csv", seeds_columns(metrics, study.cell_keys), per_seed)
+    matched = matched_table(rows, sorted(cfg.l0_targets), metrics, arms, study.cell_keys, seeds_table=per_seed)
     write_csv(out / "matched.csv", matched_columns(metrics, study.cell_keys), matched)
-    comps = comparisons(matched, study.claims, cfg.se_factor, study.cell_keys)
+    comps = comparisons(per_seed, study.claims, study.cell_keys, paired=study.paired, level=cfg.ci_level)
     write_csv(out / "verdicts.csv", verdict_columns(study.cell_keys), comps)
     timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     (out / "summary.md").write_text("\n".join(summary_lines(study, cfg, rows, matched, comps, timing)) + "\n")
-    return {"matched": out / "matched.csv", "verdicts": out / "verdicts.csv", "summary": out / "summary.md"}
+    return {"matched_seeds": out / "matched_seeds.csv", "matched": out / "matched.csv", "verdicts": out / "verdicts.csv",
+            "summary": out / "summary.md"}
 
 
-__all__ = ["Study", "write_report", "summary_lines", "rules", "matched_metrics", "pm", "md_table", "FOCUS"]
+__all__ = ["Study", "write_report", "summary_lines", "rules", "matched_metrics", "pm", "md_table", "FOCUS",
+           "MIN_EFFECT", "NONINFERIORITY_FVU"]

@@ -30,16 +30,16 @@ class StudySettings:
 
     preset: str = "quick"
     """Name of the preset these values came from (recorded in config.json)."""
-    arms: tuple[str, ...] = ("relu_l1", "relu_l1_resample", "topk", "topk_auxk", "batchtopk", "jumprelu",
+    arms: tuple[str, ...] = ("relu_l1", "relu_l1_resample", "topk", "topk_tied", "topk_auxk", "batchtopk", "jumprelu",
                              "gated", "en", "adaptive_lasso", "aen")
     """Arms to train (names of geomsae.study.arms.ARMS)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the SAEs' initialisation (>= 2 for the verdicts); what else a seed draws is the runner's."""
     l0_targets: tuple[float, ...] = (4.0, 6.0)
     """Held-out L0 values at which arms are compared (matched.csv, summary.md)."""
-    topk_ks: tuple[int, ...] = (2, 4, 8)
+    topk_ks: tuple[int, ...] = (3, 4, 5, 6, 7, 8)
     """k grid of the topk, topk_auxk and batchtopk arms (trained in one round)."""
-    sweep_points: int = 3
+    sweep_points: int = 6
     """Runs per cell of a penalty arm: λ values placed in rounds by geomsae.study.sweep."""
     bracket_points: int = 2
     """λ values of a penalty arm's first round, spaced geometrically around its lam_* start."""
@@ -75,6 +75,9 @@ class StudySettings:
     step, so a short run keeps θ within a few-fold of this value."""
     jumprelu_bandwidth: float = 0.1
     """Bandwidth ε of the JumpReLU straight-through estimator."""
+    jumprelu_threshold_lr_scale: float = 1.0
+    """log θ's own learning rate, as a multiple of lr (JumpReLUConfig.threshold_lr_scale). At the quick
+    sizes 1 already lets θ train (L0 40 → 2.4 over λ 0.003 → 0.3); 10 kills most latents there."""
     dead_window_tokens: int = 6400
     """Training tokens without firing after which AuxK and resampling treat a latent as dead."""
     resample_every: int = 134
@@ -88,8 +91,8 @@ class StudySettings:
     """Peak Adam learning rate (linear warm-up over 5 % of the steps, linear decay over the last 20 %)."""
     eval_windows: tuple[int, ...] = (1024, 4096)
     """Token counts N of the dead_at_N columns (dead_fraction uses every held-out token)."""
-    se_factor: float = 2.0
-    """Verdict rule: a difference counts when it exceeds se_factor standard errors."""
+    ci_level: float = 0.95
+    """Verdict rule: two-sided level of the t confidence interval of AEN's advantage (docs/method.md §7.4)."""
     device: str = "cpu"
     """Torch device for training ('cpu' is bit-reproducible)."""
     autocast: str = "none"
@@ -114,7 +117,7 @@ class StudySettings:
         for name in ("adaptive_warmup_frac", "adaptive_ramp_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} == {getattr(self, name)!r}, must be in [0, 1]")
-        if not self.se_factor > 0:
-            raise ValueError(f"se_factor == {self.se_factor!r}, must be > 0")
+        if not 0.5 <= self.ci_level < 1:
+            raise ValueError(f"ci_level == {self.ci_level!r}, must be in [0.5, 1)")
         if self.autocast not in ("none", "bfloat16"):
             raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from geomsae.study.arms import ARMS, arm_fields, arm_spec, hparams_json
-from geomsae.study.evaluation import evaluation_row
+from geomsae.study.evaluation import evaluation_row, training_row
 
 
 class Member(NamedTuple):
@@ -108,6 +108,7 @@ def train_members(stack: Sequence[Member], settings: Any, *, d_sae: int, source:
 
 def train_and_evaluate(stack: Sequence[Member], settings: Any, *, d_sae: int, train_source: Any, eval_source: Any,
                        tcfg: Any, cell_keys: Sequence[str] = (), true_dicts: Sequence[Any] | None = None,
+                       true_codes: Sequence[Any] | None = None,
                        extras: Callable[[Member, Any, dict[str, Any]], dict[str, Any]] | None = None,
                        outs: Sequence[Any] | None = None, resume: bool = False,
                        on_run: Callable[[Run], None] | None = None) -> list[Run]:
@@ -115,12 +116,14 @@ def train_and_evaluate(stack: Sequence[Member], settings: Any, *, d_sae: int, tr
 
     :param train_source: shared, or one per member (see :func:`train_members`).
     :param eval_source: held-out activations, shared or one per member.
-    :param true_dicts: ground-truth dictionary per member (adds mmcs, recovery_rate, mcc).
+    :param true_dicts: ground-truth dictionary per member (adds mmcs, recovery_rate, mmcs_1to1 and chance levels).
+    :param true_codes: ground-truth codes of each member's held-out tokens (adds mcc, mcc_chance, mcc_cc).
     :param extras: ``extras(member, train_result, row) -> {column: value}``, the study's own
         columns (``row`` holds the columns so far, the SAE is ``train_result.sae``).
     :param on_run: called with each Run as soon as it is evaluated (e.g. to save it at once).
 
-    ``train_time_s`` is the stack's training wall time divided by its members.
+    ``train_time_s`` is the stack's training wall time divided by its members; loss_slope and
+    loss_rel_change come from the run's last metrics record (:func:`training_row`).
     """
     results, wall = train_members(stack, settings, d_sae=d_sae, source=train_source, tcfg=tcfg, outs=outs,
                                   resume=resume)
@@ -133,8 +136,9 @@ def train_and_evaluate(stack: Sequence[Member], settings: Any, *, d_sae: int, tr
         metrics, hist = evaluation_row(
             res.sae.eval(), eval_source[i] if isinstance(eval_source, (list, tuple)) else eval_source,
             windows=tuple(settings.eval_windows), true_dict=None if true_dicts is None else true_dicts[i],
-            device=settings.device)
+            true_codes=None if true_codes is None else true_codes[i], device=settings.device)
         row.update(metrics)
+        row.update(training_row(res.metrics))
         row["train_time_s"] = wall / len(stack)
         if extras is not None:
             row.update(extras(m, res, row))

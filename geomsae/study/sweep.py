@@ -8,7 +8,9 @@ every cell trains at once (:func:`geomsae.study.rounds.sweep`):
 2. :func:`propose`: every later round, from the (λ, held-out L0) points measured so far —
    step beyond the densest point if no point reaches the highest target, beyond the
    sparsest if none reaches the lowest, and bisect (geometric mean) the bracketing pair of
-   each target that is still wider than ``min_ratio`` in λ — at most ``budget`` values.
+   each target whose L0 values are more than ``l0_ratio`` (1.25) apart, unless its λ values
+   are already within ``min_ratio`` (then the pair is a cliff or a plateau and bisection
+   stops) — at most ``budget`` values.
 
 L0 falls as λ grows. Every λ is rounded to 3 significant digits; L0 is floored at 1e-3
 before logs. Nothing here is random: the same points give the same proposals.
@@ -76,8 +78,15 @@ def bracketing_pair(points: Sequence[tuple[float, float]], target: float) -> tup
     return None
 
 
+def l0_gap(a: float, b: float) -> float:
+    """max(L0)/min(L0) of a pair (L0 floored at 1e-3): how far apart in L0 two sweep points are."""
+    a, b = max(a, L0_FLOOR), max(b, L0_FLOOR)
+    return max(a, b) / min(a, b)
+
+
 def propose(points: Iterable[tuple[float, float]], targets: Sequence[float], budget: int, *,
-            margin: float = 1.3, min_ratio: float = 1.1, slope0: float = -1.5) -> list[float]:
+            margin: float = 1.3, min_ratio: float = 1.05, l0_ratio: float = 1.25,
+            slope0: float = -1.5) -> list[float]:
     """The λ values of the next round for one cell, from its (λ, L0) points; at most ``budget``.
 
     In this order of priority:
@@ -85,7 +94,8 @@ def propose(points: Iterable[tuple[float, float]], targets: Sequence[float], bud
     1. no point has L0 ≥ max(targets): :func:`extend` down, aiming at L0 = margin·max(targets);
     2. no point has L0 ≤ min(targets): :func:`extend` up, aiming at L0 = min(targets)/margin;
     3. for each target that :func:`bracketing_pair` finds, the geometric mean of that pair's λ
-       values, if they are more than ``min_ratio`` apart; widest log-L0 gap first (ties: smaller λ).
+       values, if their L0 values are more than ``l0_ratio`` apart (:func:`l0_gap`) and their λ
+       values more than ``min_ratio``; widest log-L0 gap first (ties: smaller λ).
 
     Values already measured and repeats are dropped; an empty list means nothing is left to
     refine (or no budget).
@@ -106,9 +116,8 @@ def propose(points: Iterable[tuple[float, float]], targets: Sequence[float], bud
         if pair is None:
             continue
         (la, a), (lb, b) = pts[pair[0]], pts[pair[1]]
-        if lb > min_ratio * la:
-            gap = abs(math.log(max(a, L0_FLOOR)) - math.log(max(b, L0_FLOOR)))
-            bisect.append((-gap, round_lambda(math.sqrt(la * lb))))
+        if lb > min_ratio * la and l0_gap(a, b) > l0_ratio:
+            bisect.append((-math.log(l0_gap(a, b)), round_lambda(math.sqrt(la * lb))))
     out += [v for _, v in sorted(bisect)]
     seen = {p[0] for p in pts}
     fresh = [v for v in dict.fromkeys(out) if v not in seen]

@@ -20,10 +20,19 @@ KEY_COLUMNS = ["arm", "arch", "seed", "param", "value", "hparams"]
 """Identify a run: arm, architecture, (cell keys,) seed, the knob's name and value, every SAE field as JSON."""
 CORE_METRICS = ["l0", "fvu", "dead_fraction"]
 """Held-out L0, FVU and dead fraction; the dead_at_{N} columns follow."""
-EVAL_METRICS = ["dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage"]
-"""The other columns of :func:`geomsae.study.evaluation.evaluation_row` (shrinkage = |rel_bias − 1|)."""
-TRUE_DICT_METRICS = ["mmcs", "recovery_rate", "mcc"]
-"""Columns against a ground-truth dictionary (synthetic data only)."""
+EVAL_METRICS = ["collapsed", "l0_raw", "dead_fraction_raw", "rare_fraction_1e4", "rare_fraction_1e5",
+                "dense_fraction", "dense_fraction_001", "l2_ratio", "rel_bias", "shrinkage"]
+"""The other columns of :func:`geomsae.study.evaluation.evaluation_row` (docs/method.md §3): collapsed (1/0),
+the raw z > 0 counts beside the folded ones, near-starvation, density, shrinkage = |rel_bias − 1|."""
+TRUE_DICT_METRICS = ["mmcs", "recovery_rate", "recovery_chance", "recovery_cc", "mmcs_1to1", "mmcs_1to1_chance",
+                     "mmcs_1to1_cc"]
+"""Columns against a ground-truth dictionary (synthetic data only); *_chance: the spike-only dictionary's
+score, *_cc: (score − chance)/(1 − chance)."""
+TRUE_CODE_METRICS = ["mcc", "mcc_chance", "mcc_cc"]
+"""Columns against ground-truth codes of the held-out tokens (synthetic data only)."""
+TRAIN_METRICS = ["loss_slope", "loss_rel_change"]
+"""Convergence of the training run (docs/method.md §7.5): the least-squares slope of the training loss over
+the last 10 % of the steps (per step, training units) and that slope × window / mean loss."""
 
 
 def fmt(v: Any) -> str:
@@ -38,14 +47,19 @@ def as_written(v: float) -> float:
     return float(fmt(float(v)))
 
 
-def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Path:
-    """Write ``rows`` (dicts holding at least ``columns``) with a header line; returns the path."""
+def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict[str, Any]], *,
+              fill_missing: bool = False) -> Path:
+    """Write ``rows`` (dicts holding at least ``columns``) with a header line; returns the path.
+
+    ``fill_missing``: a column a row lacks is written as nan (rows read back from a results.csv
+    that predates the column) instead of raising KeyError.
+    """
     path = Path(path)
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         for r in rows:
-            w.writerow([fmt(r[c]) for c in columns])
+            w.writerow([fmt(r.get(c, math.nan) if fill_missing else r[c]) for c in columns])
     return path
 
 
@@ -92,7 +106,7 @@ def write_runs(folder: str | Path, runs: dict[tuple, tuple[dict[str, Any], list[
     (position of the arm in ``arms``, cell values, seed, value); returns the keys in that order."""
     folder = Path(folder)
     keys = sorted(runs, key=lambda k: (arms.index(k[0]) if k[0] in arms else len(arms), *k[1:]))
-    write_csv(folder / "results.csv", columns, [runs[k][0] for k in keys])
+    write_csv(folder / "results.csv", columns, [runs[k][0] for k in keys], fill_missing=True)
     n_bins = len(runs[keys[0]][1]) if keys else 0
     hist_cols = hist_columns(cell_keys, n_bins)
     write_csv(folder / "firing_hist.csv", hist_cols,

@@ -1,0 +1,94 @@
+"""Length ablation (issue 12 item 4): every synthetic claim's verdict against training length.
+
+    for s in 400 1600 6400 12800; do python -m synthetic.starvation --preset length --steps $s --out runs/length_$s; done
+    python -m synthetic.length runs/length_400 runs/length_1600 runs/length_6400 runs/length_12800 --out runs/length
+
+Reads each run folder's ``config.json`` (its steps) and ``verdicts.csv`` / ``results.csv`` (written by
+:func:`geomsae.study.write_report`), and writes ``length.md`` (per claim and length: comparisons by
+label, and the share of runs whose loss still fell by more than 1 % over the last 10 % of the
+steps) and ``length_verdicts.png`` (the share of each label against steps, one panel per claim).
+Nothing is trained here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from geomsae.study.report import md_table
+from geomsae.study.tables import read_csv
+from geomsae.study.verdicts import LABELS
+
+UNCONVERGED = -0.01
+"""A run whose loss_rel_change is below this (the loss fell by > 1 % over the last tenth) had not converged."""
+
+
+def load(folder: Path) -> dict[str, Any]:
+    """{steps, verdicts (rows of verdicts.csv), unconverged (share of runs)} of one length's run folder."""
+    cfg = json.loads((folder / "config.json").read_text())
+    rows = read_csv(folder / "results.csv")
+    rel = [float(r.get("loss_rel_change", math.nan)) for r in rows]
+    known = [v for v in rel if not math.isnan(v)]
+    return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"),
+            "unconverged": sum(v < UNCONVERGED for v in known) / len(known) if known else math.nan}
+
+
+def table(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: one row per (claim, steps): counts of each label and the unconverged share."""
+    claims = list(dict.fromkeys(v["claim"] for r in runs for v in r["verdicts"]))
+    body = []
+    for cid in claims:
+        for r in runs:
+            labs = [v["verdict"] for v in r["verdicts"] if v["claim"] == cid]
+            body.append([f"({cid})", str(r["steps"])] + [str(labs.count(lab)) for lab in LABELS]
+                        + [f"{100 * r['unconverged']:.0f} %"])
+    return md_table(["claim", "steps", *LABELS, "runs not converged"], body)
+
+
+def figure(runs: list[dict[str, Any]], path: Path) -> Path:
+    """Share of each label (defined comparisons) against steps, one panel per claim."""
+    from geomsae.study.plotstyle import pyplot, save
+
+    plt = pyplot()
+    claims = list(dict.fromkeys(v["claim"] for r in runs for v in r["verdicts"]))
+    fig, axes = plt.subplots(1, len(claims), figsize=(3.2 * len(claims), 3.0), squeeze=False)
+    steps = [r["steps"] for r in runs]
+    for ax, cid in zip(axes[0], claims):
+        for lab in LABELS[:-1]:
+            share = []
+            for r in runs:
+                labs = [v["verdict"] for v in r["verdicts"] if v["claim"] == cid and v["verdict"] != "n/a"]
+                share.append(labs.count(lab) / len(labs) if labs else math.nan)
+            ax.plot(steps, share, marker="o", label=lab)
+        ax.set_xscale("log")
+        ax.set_title(f"({cid})")
+        ax.set_xlabel("training steps")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel("share of comparisons")
+    axes[0][-1].legend(fontsize=7)
+    return save(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m synthetic.length", description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path, help="run folders of synthetic.starvation --preset length")
+    p.add_argument("--out", type=Path, default=Path("runs/length"), help="where length.md and the figure go")
+    args = p.parse_args(argv)
+    runs = sorted((load(f) for f in args.folders), key=lambda r: r["steps"])
+    if len(runs) < 2:
+        raise SystemExit("give at least two lengths")
+    args.out.mkdir(parents=True, exist_ok=True)
+    span = runs[-1]["steps"] / runs[0]["steps"]
+    lines = ["# Verdicts against training length", "", f"{len(runs)} lengths spanning {span:g}×; "
+             f"'runs not converged': loss_rel_change < {UNCONVERGED} (docs/method.md §7.5).", ""] + table(runs)
+    (args.out / "length.md").write_text("\n".join(lines) + "\n")
+    figure(runs, args.out / "length_verdicts.png")
+    print(args.out / "length.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Issue 12 convergence record: every training run reports the slope of its loss over the last 10 % of the steps."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from geomsae.train import train
+from geomsae.train_config import TrainConfig
+from geomsae.train_stack import train_stack
+from geomsae.train_utils import LossWindow, loss_trend
+
+
+def test_loss_trend_hand_computed():
+    # y = 2 − 0.1 t on t = 0..3: slope −0.1, mean 1.85, change over 4 steps −0.4 -> −0.4/1.85
+    slope, rel = loss_trend([0, 1, 2, 3], [2.0, 1.9, 1.8, 1.7])
+    assert slope == pytest.approx(-0.1) and rel == pytest.approx(-0.4 / 1.85)
+    # least squares, not end points: (0, 1), (1, 3), (2, 2) -> slope 0.5
+    assert loss_trend([0, 1, 2], [1.0, 3.0, 2.0])[0] == pytest.approx(0.5)
+    assert all(math.isnan(v) for v in loss_trend([5], [1.0]))
+    with pytest.raises(ValueError, match="must be finite"):
+        loss_trend([0, 1], [1.0, math.nan])
+
+
+def test_loss_window_keeps_the_last_tenth():
+    w = LossWindow(100)
+    assert w.start == 90
+    for t in range(100):
+        w.add(t, torch.tensor([float(t), 5.0]))  # member 0 rises by 1 per step, member 1 is flat
+    assert w.steps == list(range(90, 100))
+    assert w.summary(0)["loss_slope"] == pytest.approx(1.0) and w.summary(1)["loss_slope"] == pytest.approx(0.0)
+    assert LossWindow(10).start == 8  # at least 2 steps
+
+
+def test_training_runs_record_their_loss_trend():
+    x = torch.randn(64 * 40, 8, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(steps=40, batch_size=64, lr=1e-2, log_every=10, progress=False)
+    res = train({"arch": "relu_l1", "d_sae": 16, "lam": 1e-3}, x, cfg)
+    assert math.isfinite(res.metrics["loss_slope"]) and math.isfinite(res.metrics["loss_rel_change"])
+    stacked = train_stack([{"arch": "relu_l1", "d_sae": 16, "lam": 1e-3}] * 2, x, cfg, seeds=[cfg.seed, 1])
+    assert stacked[0].metrics["loss_slope"] == pytest.approx(res.metrics["loss_slope"], rel=1e-3, abs=1e-6)
+    assert stacked[1].metrics["loss_slope"] != stacked[0].metrics["loss_slope"]
+
+
+def test_length_ablation_table_from_crafted_runs(tmp_path):
+    import json
+
+    from geomsae.study.tables import write_csv
+    from synthetic import length
+
+    cols = ["claim", "verdict"]
+    for steps, verdicts, rel in ((400, ["holds", "underpowered", "n/a"], [-0.05, -0.002]),
+                                 (12800, ["holds", "holds", "equivalent"], [-0.001, 0.0])):
+        d = tmp_path / f"length_{steps}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"steps": steps}))
+        write_csv(d / "verdicts.csv", cols, [{"claim": "a", "verdict": v} for v in verdicts])
+        write_csv(d / "results.csv", ["loss_rel_change"], [{"loss_rel_change": v} for v in rel])
+    assert length.main([str(tmp_path / "length_12800"), str(tmp_path / "length_400"), "--out", str(tmp_path / "o")]) == 0
+    text = (tmp_path / "o" / "length.md").read_text()
+    assert "2 lengths spanning 32×" in text
+    assert "| (a) | 400 | 1 | 0 | 0 | 1 | 1 | 50 % |" in text  # one of two runs still falling by > 1 %
+    assert "| (a) | 12800 | 2 | 0 | 1 | 0 | 0 | 0 % |" in text
+    assert (tmp_path / "o" / "length_verdicts.png").exists()
