@@ -165,7 +165,7 @@ def _register_builtins() -> dict[str, str]:
         skipped["proofs_check"] = f"not importable ({e})"
     if make is not None:
         register(Source("proofs_check", lambda out, quick, force=False: make(out, quick),
-                        "Property checks of SPEC §1 on synthetic ground truth (Lipschitz bounds, lasso instability, "
+                        "Property checks of docs/method.md §1 on synthetic ground truth (Lipschitz bounds, lasso instability, "
                         "Jacobian, support recovery)",
                         "python -m proofs_check --quick   (or without --quick)",
                         "proofs_check/report.md and proofs_check/config.json", docs))

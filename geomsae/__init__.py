@@ -2,9 +2,9 @@
 
 Sub-packages are imported lazily so that ``import geomsae`` stays cheap:
 
-- :mod:`geomsae.solvers` — exact, certified solvers of the sparse-coding map (SPEC §1);
-- :mod:`geomsae.saes` — the SAE zoo (SPEC §2) and ``make(arch, d_in, d_sae, **cfg)``;
-- :mod:`geomsae.metrics` — the metrics of SPEC §3 as pure functions;
+- :mod:`geomsae.solvers` — exact, certified solvers of the sparse-coding map (docs/method.md §1);
+- :mod:`geomsae.saes` — the SAE zoo (docs/method.md §2) and ``make(arch, d_in, d_sae, **cfg)``;
+- :mod:`geomsae.metrics` — the metrics of docs/method.md §3 as pure functions;
 - :mod:`geomsae.train` — one trainer for every architecture.
 """
 

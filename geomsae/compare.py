@@ -2,11 +2,11 @@
 
 An SAE encoder is a one-step amortised solver of a sparse-coding problem. For a trained
 SAE we solve that same problem exactly — same decoder D = W_dec, same bias b = b_dec,
-same penalty, in canonical F units (SPEC §1) —
+same penalty, in canonical F units (docs/method.md §1) —
 
     F(z; x) = ½‖x − b − Dz‖² + λ1 Σ_j w_j z_j + (λ2/2)‖z‖²,   z ≥ 0,
 
-and measure how far the encoder's codes are from the optimum (SPEC §3, amortisation).
+and measure how far the encoder's codes are from the optimum (docs/method.md §3, amortisation).
 Penalties: aen / adaptive_lasso use the SAE's current adaptive weights, en w ≡ 1,
 relu_l1 w_j = ‖W_dec,j‖ (all from ``sae.canonical_penalty()``). TopK, BatchTopK, JumpReLU
 and gated SAEs have no l1 objective of their own: for them we solve the non-negative
@@ -116,7 +116,7 @@ class Penalty(NamedTuple):
     how: str
     """One sentence for the report: where the penalty comes from."""
     units: str
-    """Always 'canonical F units (SPEC §1)'."""
+    """Always 'canonical F units (docs/method.md §1)'."""
     input_space: str
     """'raw activations', or per-token normalised inputs for input_norm='per_token'."""
 
@@ -427,7 +427,7 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareRe
     )
     per_token = getattr(sae.cfg, "input_norm", "none") == "per_token"
     penalty = Penalty(lam1=pen["lam1"], lam2=pen["lam2"], adaptive_weights=pen["weights"] is not None,
-                      calibrated=calibrated, how=how, units="canonical F units (SPEC §1)",
+                      calibrated=calibrated, how=how, units="canonical F units (docs/method.md §1)",
                       input_space="per-token normalised to norm sqrt(d_in)" if per_token else "raw activations")
     arrays = CompareArrays(
         objective_gap=obj_gap.numpy(), objective=res.objective.numpy(), jaccard=sup["jaccard"].numpy(),

@@ -143,7 +143,7 @@ def markdown_table(reps: Sequence[CompareResult]) -> str:
 
 def markdown(reps: Sequence[CompareResult]) -> str:
     parts = ["# Amortised vs exact: encoder codes against the exact solution of the same objective", "",
-             f"{reps[0].summary.n_tokens} held-out tokens. Problem solved for each SAE (canonical F units, SPEC §1):", ""]
+             f"{reps[0].summary.n_tokens} held-out tokens. Problem solved for each SAE (canonical F units, docs/method.md §1):", ""]
     for r in reps:
         p = r.penalty
         parts.append(f"- **{r.label}**: λ1 = {p.lam1:.6g}, λ2 = {p.lam2:.6g}, "

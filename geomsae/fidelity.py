@@ -9,13 +9,13 @@ For held-out token contexts (N, T) and the hook point (layer, hook) the SAE was 
 - zero ablation: h replaced by 0; L_zero;  mean ablation: h replaced by a mean activation
   (by default the mean of the SAE's training activations); L_mean.
 
-CE loss recovered = (L_ablate − L_patch)/(L_ablate − L_clean) for each ablation (SPEC §3),
+CE loss recovered = (L_ablate − L_patch)/(L_ablate − L_clean) for each ablation (docs/method.md §3),
 and KL = mean over positions of KL(p_clean ‖ p_patch) in nats.
 
 Normalisation: a SAE returned by :func:`geomsae.load` takes *raw* activations. A dataset scale
 is folded into its weights, and ``input_norm='per_token'`` is applied inside ``forward`` and
 undone on its output, so ``sae(h).x_hat`` is in the model's own units — the normalisation is
-applied before the SAE and undone after it, never skipped (SPEC §5 notes what happens otherwise).
+applied before the SAE and undone after it, never skipped (docs/method.md §5 notes what happens otherwise).
 
 BOS: with ``skip_bos`` (the default, matching a harvest that dropped BOS) position 0 keeps
 its clean hidden state in every variant, so the SAE is only asked about tokens of the kind it

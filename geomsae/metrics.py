@@ -1,4 +1,4 @@
-"""The metrics of SPEC §3, one definition each, as pure functions.
+"""The metrics of docs/method.md §3, one definition each, as pure functions.
 
 Inputs are torch tensors (numpy arrays are accepted and converted with
 ``torch.as_tensor``); scalar metrics return python floats, vector results return tensors.
@@ -15,7 +15,7 @@ Conventions shared by every function here:
   z_j‖d_j‖ > FIRE_REL · RMS(x), the same rule for every architecture; raw z_j > 0 is the
   second, "raw" column.
 - Dictionaries ``D_true`` (d_in, n_true) and ``D_learned`` (d_in, n_learned) hold atoms
-  as COLUMNS (the D of SPEC §1, an SAE's ``W_dec``); columns are normalised here.
+  as COLUMNS (the D of docs/method.md §1, an SAE's ``W_dec``); columns are normalised here.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _pair(x: Any, x_hat: Any) -> tuple[Tensor, Tensor]:
 
 # --------------------------------------------------------------------------- FVU
 def fvu(x: Any, x_hat: Any) -> float:
-    """Fraction of variance unexplained over the whole set (SPEC §3).
+    """Fraction of variance unexplained over the whole set (docs/method.md §3).
 
     FVU = Σ_i ‖x_i − x̂_i‖² / Σ_i ‖x_i − x̄‖²,  x̄ = (1/N) Σ_i x_i  (mean over tokens).
 
@@ -183,7 +183,7 @@ def dead_fraction(counts: Any) -> float:
 
 
 def dense_fraction(freqs: Any, threshold: float = 0.1) -> float:
-    """Share of latents with firing frequency > ``threshold`` (SPEC: 0.1 and 0.01).
+    """Share of latents with firing frequency > ``threshold`` (docs/method.md §3: 0.1 and 0.01).
 
     :param freqs: (d_sae,) firing frequencies in [0, 1] (counts / N).
     """
@@ -226,7 +226,7 @@ def firing_histogram(freqs: Any, bins: int = 50, lo: float = -8.0) -> tuple[Tens
 
 class FiringTracker:
     """Accumulates firing counts over streamed code batches and reports dead fractions at
-    several token counts (SPEC §3: dead = never fired in the first N tokens).
+    several token counts (docs/method.md §3: dead = never fired in the first N tokens).
 
     It records, for each latent, the global index of the first token on which it fired,
     so ``dead_fraction(N)`` is exact for any N ≤ tokens seen, even when N falls inside a
@@ -362,7 +362,7 @@ def l2_ratio(x: Any, x_hat: Any) -> float:
 
 
 def relative_reconstruction_bias(x: Any, x_hat: Any) -> float:
-    """γ* = argmin_γ Σ_i ‖γ x̂_i − x_i‖² = Σ⟨x̂_i, x_i⟩ / Σ‖x̂_i‖² (Wright & Sharkey; SPEC §3).
+    """γ* = argmin_γ Σ_i ‖γ x̂_i − x_i‖² = Σ⟨x̂_i, x_i⟩ / Σ‖x̂_i‖² (Wright & Sharkey; docs/method.md §3).
 
     γ* > 1 means the reconstructions must be scaled *up* to fit x: shrinkage. If x̂ = c x
     then γ* = 1/c. Computed over the whole set, on raw (uncentred) vectors.

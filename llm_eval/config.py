@@ -133,7 +133,7 @@ PRESETS: dict[str, LLMStarvationConfig] = {
     # harvest 23 min (1,454 tok/s), 75–150 s per SAE (median 8,196 tok/s), ≈ 1 h 55 min in all (one SAE
     # at a time, before stacked training).
     "smollm2-cpu": LLMStarvationConfig(),
-    # Pythia-70M, blocks.3 residual post (SPEC §4/§5). User-supplied: the weights in ./pythia-70m
+    # Pythia-70M, blocks.3 residual post (docs/method.md §4/§5). User-supplied: the weights in ./pythia-70m
     # (a Hugging Face folder) and a corpus of >= 200 M tokens saved with datasets' save_to_disk in
     # ./data/pile-sample (or pass --model/--text). Estimated, not measured (no GPU here): the harvest
     # reads 4 of 6 blocks at >= 200k tokens/s (< 20 min); one SAE step of 4096 tokens costs

@@ -12,8 +12,8 @@ every other arm, at every L0 target):
 - (e) the ablation: plain EN does as well as AEN on dead fraction (AEN better by at least the
   minimum effect counts against it).
 
-The paper's Pythia-70M figures (SPEC §5, the authors' logs) are printed beside ours for
-reference; they are quoted from the SPEC, not measured here.
+The paper's Pythia-70M figures (docs/method.md §5, the authors' logs) are printed beside ours for
+reference; they are quoted from docs/method.md §5, not measured here.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ CLAIMS: tuple[Claim, ...] = (
 MATCHED_METRICS = ("l0", "fvu", "dead_fraction", "dead_fraction_raw", "rare_fraction_1e4", "rare_fraction_1e5",
                    "dense_fraction", "l2_ratio", "rel_bias", "shrinkage", "ce_recovered_zero", "ce_recovered_mean", "kl",
                    "loss_rel_change")
-PAPER_PYTHIA = {  # SPEC §5: Pythia-70M, 4096 latents, 3 seeds, dead % / explained variance at matched L0
+PAPER_PYTHIA = {  # docs/method.md §5: Pythia-70M, 4096 latents, 3 seeds, dead % / explained variance at matched L0
     32: {"aen": (1.3, 0.57), "adaptive_lasso": (3.5, 0.72), "en": (1.5, 0.63), "topk": (13.9, 0.76)},
     128: {"aen": (3.1, 0.85), "adaptive_lasso": (0.6, 0.87), "topk": (12.0, 0.90)},
 }
@@ -81,9 +81,9 @@ def matched_cell(r: dict[str, Any]) -> str:
 def appendix(cfg: Any, rows: list, matched: list, comps: list, timing: dict[str, Any]) -> list[str]:
     """Our numbers beside the paper's Pythia-70M figures, then throughput and wall time."""
     targets = sorted({r["l0_target"] for r in matched})
-    lines = ["## Against the paper's Pythia-70M figures (SPEC §5)", "",
+    lines = ["## Against the paper's Pythia-70M figures (docs/method.md §5)", "",
              "Dead % / explained variance at matched L0. The paper's numbers are the authors' logs for Pythia-70M "
-             "(4096 latents, last training batch), quoted from SPEC §5; ours are this run's held-out values at the "
+             "(4096 latents, last training batch), quoted from docs/method.md §5; ours are this run's held-out values at the "
              "nearest target. Order = arms sorted by dead fraction, fewest first.", ""]
     for paper_l0, ref in PAPER_PYTHIA.items():
         t = min(targets, key=lambda x: abs(x - paper_l0))

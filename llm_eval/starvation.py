@@ -1,4 +1,4 @@
-"""Feature starvation on a real language model (issue 7; SPEC §3, §4, §5).
+"""Feature starvation on a real language model (issue 7; docs/method.md §3, §4, §5).
 
     python -m llm_eval.starvation --preset smollm2-cpu              # SmolLM2-135M, 2 CPU cores (see below)
     python -m llm_eval.starvation --preset pythia70m --model ./pythia-70m --text data/pile-sample

@@ -1,4 +1,4 @@
-"""Property checks of the statements of SPEC §1 on synthetic ground truth, one module per statement.
+"""Property checks of the statements of docs/method.md §1 on synthetic ground truth, one module per statement.
 
     lipschitz           global Lipschitz bound min(‖D‖₂/λ2, 1/(2√λ2)) and the 1-Lipschitz fit
     lasso_instability   lasso ratio 1/σ_min(D_S) as ρ → 1, support flips, duplicated atoms, grouping

@@ -1,11 +1,11 @@
-r"""Statement (SPEC §1 and §3, amortised encoders): an SAE encoder z = ReLU(W_enc x + c) is a
+r"""Statement (docs/method.md §1 and §3, amortised encoders): an SAE encoder z = ReLU(W_enc x + c) is a
 one-step amortised solver of F. It is ‖W_enc‖₂-Lipschitz, with local Jacobian
 diag(1[pre > 0]) W_enc, whatever its training did,
 
     ‖z_enc(x) − z_enc(x′)‖ ≤ ‖W_enc‖₂ ‖x − x′‖,
 
 while the exact map of the same decoder D = W_dec, bias b = b_dec and penalty (λ1, λ2, w),
-for λ2 > 0, obeys ‖z*(x) − z*(x′)‖ ≤ min(‖D‖₂/λ2, 1/(2√λ2)) ‖x − x′‖ (SPEC §1).
+for λ2 > 0, obeys ‖z*(x) − z*(x′)‖ ≤ min(‖D‖₂/λ2, 1/(2√λ2)) ‖x − x′‖ (docs/method.md §1).
 
 Derivation. ReLU is 1-Lipschitz and acts coordinatewise, so ‖ReLU(a) − ReLU(a′)‖ ≤ ‖a − a′‖
 ≤ ‖W_enc‖₂‖x − x′‖; where no pre-activation changes sign the map is affine with Jacobian

@@ -1,4 +1,4 @@
-r"""Statement (SPEC §1, local map): on a fixed active set S with signs s,
+r"""Statement (docs/method.md §1, local map): on a fixed active set S with signs s,
 
     z_S = (D_SᵀD_S + λ2 I)⁻¹ (D_Sᵀ(x − b) − λ1 W_S s_S),    z_{Sᶜ} = 0,
 

@@ -1,4 +1,4 @@
-r"""Statement (SPEC §1): for the lasso (λ2 = 0) the local map on an active set S is
+r"""Statement (docs/method.md §1): for the lasso (λ2 = 0) the local map on an active set S is
 z_S = (D_SᵀD_S)⁻¹(D_Sᵀy − λ1 W_S s_S), with Jacobian norm 1/σ_min(D_S) — unbounded as the
 dictionary grows coherent (ρ → 1); for duplicated columns the lasso solution is not unique;
 the elastic net (λ2 > 0) stays below 1/(2√λ2) and splits duplicates equally.

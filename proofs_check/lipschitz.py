@@ -1,4 +1,4 @@
-r"""Statement (SPEC §1, global Lipschitz bound, fixed weights w): for λ2 > 0 and every D,
+r"""Statement (docs/method.md §1, global Lipschitz bound, fixed weights w): for λ2 > 0 and every D,
 
     ‖z*(x) − z*(x′)‖ ≤ min(‖D‖₂/λ2, 1/(2√λ2)) ‖x − x′‖,
     ‖D(z*(x) − z*(x′))‖ ≤ ‖x − x′‖                    (the fit; also for the lasso, λ2 = 0).
@@ -18,7 +18,7 @@ Which applies: both always; (c) is the smaller only when λ2 > 4‖D‖₂², i.
 strong ridge terms. The sharp constant follows from the piecewise-affine structure
 (:mod:`proofs_check.jacobian`): along any segment the map is affine on finitely many pieces
 of gain max_i σ_i/(σ_i²+λ2), σ_i ≤ ‖D‖₂, so the Lipschitz constant is at most
-φ(‖D‖₂) = 1/(2√λ2) if ‖D‖₂ ≥ √λ2, else ‖D‖₂/(‖D‖₂² + λ2) (≤ both SPEC terms). With w
+φ(‖D‖₂) = 1/(2√λ2) if ‖D‖₂ ≥ √λ2, else ‖D‖₂/(‖D‖₂² + λ2) (≤ both terms of docs/method.md §1.2). With w
 recomputed from each input (two-stage AEN), no such bound is claimed (measured, for info).
 
 Tightness. The bound 1/(2√λ2) is attained: a dictionary whose active block has a singular
@@ -215,7 +215,7 @@ def attainment_witness(lam2: float, *, n: int = 16, lam1: float = 0.1, nonneg: b
 
 
 def pilot_weights(D: np.ndarray, X: np.ndarray, *, lam1: float, lam2: float, gamma: float = 1.0) -> np.ndarray:
-    """Fixed per-latent AEN weights (m,) in the AEN-SAE manner (SPEC §2): mean EN activity
+    """Fixed per-latent AEN weights (m,) in the AEN-SAE manner (docs/method.md §2): mean EN activity
     a_j over X, ref = mean of the top 1 % of a, w_j = clamp((ref/a_j)^γ, 0.01, 10)."""
     a = np.abs(exact(X, D, lam1=lam1, lam2=lam2).Z).mean(axis=0)
     ref = np.sort(a)[-max(1, len(a) // 100):].mean()

@@ -1,4 +1,4 @@
-r"""Statement (SPEC §1, support recovery by the primal–dual witness), noiseless x = D_S z_S + b,
+r"""Statement (docs/method.md §1, support recovery by the primal–dual witness), noiseless x = D_S z_S + b,
 G = DᵀD, S the true support with signs s:
 
     restricted solution   ẑ_S = z_S − (G_SS + λ2 I)⁻¹ (λ2 z_S + λ1 W_S s_S);
@@ -82,7 +82,7 @@ def pdw(D: np.ndarray, y: np.ndarray, S: np.ndarray, s: np.ndarray, z_S: np.ndar
 
 def pdw_noiseless(D: np.ndarray, S: np.ndarray, s: np.ndarray, z_S: np.ndarray, *, lam1: float, lam2: float,
                   w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC's noiseless formulas: (ẑ_S, scores G_jS (G_SS+λ2 I)⁻¹ (W_S s_S + (λ2/λ1) z_S) for j ∉ S)."""
+    """The noiseless formulas of docs/method.md §1.2: (ẑ_S, scores G_jS (G_SS+λ2 I)⁻¹ (W_S s_S + (λ2/λ1) z_S) for j ∉ S)."""
     G = D.T @ D
     A = G[np.ix_(S, S)] + lam2 * np.eye(S.size)
     z_hat = z_S - np.linalg.solve(A, lam2 * z_S + lam1 * w[S] * s)

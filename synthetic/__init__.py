@@ -1,4 +1,4 @@
-"""Seeded synthetic datasets with planted dictionaries (SPEC §4); see :mod:`synthetic.generators`."""
+"""Seeded synthetic datasets with planted dictionaries (docs/method.md §4); see :mod:`synthetic.generators`."""
 
 from synthetic.data import SyntheticData, load_synthetic, save_npy_pair
 from synthetic.diagnostics import SpikeDiagnostics, spike_diagnostics

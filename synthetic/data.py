@@ -31,7 +31,7 @@ class SyntheticData:
     activations: np.ndarray
     """(N, n) float32 activations, row t = D @ codes[t] (+ Gaussian noise if asked)."""
     dictionary: np.ndarray
-    """(n, m) float64 dictionary, unit-norm atoms as COLUMNS (the D of SPEC §1)."""
+    """(n, m) float64 dictionary, unit-norm atoms as COLUMNS (the D of docs/method.md §1)."""
     codes: sp.csr_array
     """(N, m) float32 sparse codes as a scipy CSR array; ``codes.toarray()`` for dense.
     The support of a row is exactly its stored (nonzero) entries."""

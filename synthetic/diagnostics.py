@@ -1,5 +1,5 @@
 """Geometry of a (spiked) dictionary: coherence, active-block conditioning, and the
-lasso irrepresentable score (SPEC §1 support recovery, §5 reference values)."""
+lasso irrepresentable score (docs/method.md §1 support recovery, §5 reference values)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Seeded synthetic generators with a planted dictionary (SPEC §4).
+"""Seeded synthetic generators with a planted dictionary (docs/method.md §4).
 
 Every generator draws only from ``np.random.default_rng(seed)``, so the same arguments
 give identical arrays, and returns a :class:`SyntheticData` (x = D z (+ noise), D with
 unit-norm COLUMNS, z a float32 CSR array). Arguments are checked with ``ValueError``
 naming the value and its range.
 
-    spiked          coherent dictionary with one shared spike; exactly k active (SPEC §4)
+    spiked          coherent dictionary with one shared spike; exactly k active (docs/method.md §4)
     sharkey         frequency-decaying, correlated features (Sharkey et al. 2022 MMCS protocol)
     zipf_hierarchy  Zipf firing, parent/child hierarchy, correlated parents (SynthSAEBench-like)
 """
@@ -49,7 +49,7 @@ def spiked_dictionary(rng: np.random.Generator, n: int, m: int, rho: float,
     projected orthogonal to v first, so ‖√(1−ρ) u_j + √ρ v‖ = 1 exactly, every atom has
     cos(d_j, v) = √ρ, and cos(d_i, d_j) = ρ + (1−ρ)⟨u_i, u_j⟩: coherence ρ in expectation,
     fluctuations of order (1−ρ)/√n. Without it (the authors' construction, which
-    reproduces SPEC §5's irrepresentable scores) cos(d_j, v) varies by about
+    reproduces docs/method.md §5's irrepresentable scores) cos(d_j, v) varies by about
     √(1−ρ)/√n from atom to atom, and the atoms most aligned with v push the lasso
     irrepresentable score above 1 for ρ ≥ 0.3 (see :func:`spike_diagnostics`).
     """
@@ -80,11 +80,11 @@ def _uniform_subsets(rng: np.random.Generator, b: int, m: int, k: int) -> np.nda
 def spiked(n: int = 256, m: int = 1024, k: int = 16, rho: float = 0.0, n_samples: int = 65_536,
            mag_low: float = 1.0, mag_high: float = 3.0, noise: float = 0.0, seed: int = 0,
            orthogonal_u: bool = False) -> SyntheticData:
-    """Spiked synthetic model of SPEC §4.
+    """Spiked synthetic model of docs/method.md §4.
 
     D = :func:`spiked_dictionary` (n, m, ρ, orthogonal_u). Each sample has exactly k active features, a
     uniformly random k-subset of the m, with i.i.d. magnitudes U[mag_low, mag_high] > 0
-    (non-negative codes); x = D z + noise·ε, ε ~ N(0, I_n). SPEC's settings: n 256, m 1024,
+    (non-negative codes); x = D z + noise·ε, ε ~ N(0, I_n). the settings of docs/method.md §4: n 256, m 1024,
     k 16, U[1, 3], no noise, ρ ∈ {0, .3, .5, .7, .9}; high-dim n 1024, m 8192, k 32.
 
     Draw order: D, then supports, magnitudes, noise (so noise does not change D or z).

@@ -41,7 +41,7 @@ def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
     """Title and the paragraph on data, training and evaluation."""
     rhos = sorted({r["rho"] for r in rows})
     return [f"# Feature starvation on the spiked model — preset `{cfg.preset}`", "",
-            f"Spiked model (SPEC §4): n = {cfg.n}, m = d_sae = {cfg.m}, k = {cfg.k} active, magnitudes U[1, 3], no "
+            f"Spiked model (docs/method.md §4): n = {cfg.n}, m = d_sae = {cfg.m}, k = {cfg.k} active, magnitudes U[1, 3], no "
             f"noise; ρ ∈ {{{', '.join(f'{r:g}' for r in rhos)}}}; seeds {list(cfg.seeds)} (a seed draws the data and "
             f"the SAE init). {cfg.steps} steps × {cfg.batch_size} tokens (lr {cfg.lr:g}, inputs scaled to E‖x‖² = n), "
             f"trained in stacks of at most {cfg.stack_size}; metrics on {cfg.n_eval} held-out tokens; {len(rows)} SAEs. "

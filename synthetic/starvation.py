@@ -1,7 +1,7 @@
 """Feature-starvation benchmark on the spiked model (issue 4; docs/method.md §4, §7).
 
     python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds, 2 CPU cores
-    python -m synthetic.starvation --preset paper --workers 16    # SPEC §4 sizes (see PRESETS for the time)
+    python -m synthetic.starvation --preset paper --workers 16    # docs/method.md §4 sizes (see PRESETS for the time)
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
@@ -56,11 +56,11 @@ class StarvationConfig(StudySettings):
     """One starvation benchmark on the spiked model (the arm, sweep and training fields: StudySettings)."""
 
     n: int = 64
-    """Input width d_in of the spiked model (SPEC §4: 256)."""
+    """Input width d_in of the spiked model (docs/method.md §4: 256)."""
     m: int = 256
-    """Number of true features; also the SAEs' d_sae (SPEC §4: 1024)."""
+    """Number of true features; also the SAEs' d_sae (docs/method.md §4: 1024)."""
     k: int = 4
-    """Active true features per sample (SPEC §4: 16)."""
+    """Active true features per sample (docs/method.md §4: 16)."""
     rhos: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)
     """Coherences ρ of the spiked dictionary."""
     n_eval: int = 8192
@@ -110,7 +110,7 @@ PRESETS: dict[str, StarvationConfig] = {
     # roofline 324 × steps × 128 × 163,840 FLOPs / 85e9: 0.5 / 2.1 / 8.5 / 17 min (×~6 at the quick efficiency).
     "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
                                rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
-    # The authors' spiked table (SPEC §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
+    # The authors' spiked table (docs/method.md §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
     # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
     # CPU (--rhos 0.3 0.9): 5 arms × 2 ρ × 1 seed × 4 points = 40 SAEs, 1.3 PFLOP, ≥ 4.4 h at the roofline.
     # Not run here; our summary reports matched L0 (targets 16, 24), theirs the run closest to L0 16.
@@ -131,7 +131,7 @@ PRESETS: dict[str, StarvationConfig] = {
                                     eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
                                     resample_every=16_667, sweep_points=4, stack_size=64, workers=1, device="cuda",
                                     autocast="bfloat16"),
-    # SPEC §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
+    # docs/method.md §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
     # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
     # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).
     "paper": StarvationConfig(preset="paper", n=256, m=1024, k=16, l0_targets=(16.0, 24.0), topk_ks=(8, 16, 32),

@@ -252,7 +252,7 @@ def test_fold_input_scale(arch, dims, seed, B, log_s):
 @HYP
 @given(dims=dims, seed=st.integers(0, 10_000), B=st.integers(1, 6))
 def test_loss_is_canonical_F_in_sae_units(arch, dims, seed, B):
-    """For the exact architectures, loss · d_in/2 == mean_tokens F(z; x) (SPEC §1 units)."""
+    """For the exact architectures, loss · d_in/2 == mean_tokens F(z; x) (docs/method.md §1 units)."""
     d_in, d_sae = dims
     sae = build(arch, seed, d_in, d_sae, k=1).double()
     x = torch.randn(B, d_in, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)

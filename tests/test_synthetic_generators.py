@@ -74,20 +74,20 @@ def test_spiked_coherence(rho, orthogonal_u):
     assert diag.mean_coherence == pytest.approx(off.mean(), abs=1e-12)
 
 
-# SPEC §5 reference, n 256, m 1024, k 16: cond(G_SS) and ‖G_{AᶜA} G_AA⁻¹ 1‖∞ by ρ.
+# docs/method.md §5 reference, n 256, m 1024, k 16: cond(G_SS) and ‖G_{AᶜA} G_AA⁻¹ 1‖∞ by ρ.
 SPEC5 = {0.0: (2.3, 0.87), 0.3: (12.6, 1.09), 0.5: (27.2, 1.05), 0.7: (61.2, 1.02), 0.9: (230.0, 1.003)}
 
 
 @pytest.mark.parametrize("rho", sorted(SPEC5))
 def test_spike_diagnostics_against_spec5(rho):
     cond_ref, irr_ref = SPEC5[rho]
-    authors = spike_diagnostics(spiked(rho=rho, n_samples=1).dictionary, 16, rho, n_supports=30)  # default = SPEC §4 literal
+    authors = spike_diagnostics(spiked(rho=rho, n_samples=1).dictionary, 16, rho, n_supports=30)  # default = docs/method.md §4 literal
     ours = spike_diagnostics(spiked(rho=rho, n_samples=1, orthogonal_u=True).dictionary, 16, rho, n_supports=30)
-    # SPEC's "active-block condition number" is cond(G_SS) = cond(D_S)², for both constructions
+    # The "active-block condition number" of docs/method.md §5 is cond(G_SS) = cond(D_S)², for both constructions
     for diag in (authors, ours):
         assert diag.cond_gram == pytest.approx(cond_ref, rel=0.1)
         assert diag.cond_gram == pytest.approx(diag.cond_DS**2, rel=0.2)
-    # the irrepresentable score matches SPEC §5 only for the non-orthogonalised spike ...
+    # the irrepresentable score matches docs/method.md §5 only for the non-orthogonalised spike ...
     assert authors.irrepresentable == pytest.approx(irr_ref, abs=0.04)
     # ... while u_j ⟂ v keeps it below 1 (lasso support recovery possible) and near theory
     assert ours.irrepresentable < 1.0

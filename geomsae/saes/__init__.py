@@ -1,4 +1,4 @@
-"""The SAE zoo (SPEC §2): one module per architecture and a registry.
+"""The SAE zoo (docs/method.md §2): one module per architecture and a registry.
 
 >>> sae = make("aen", d_in=512, d_sae=4096, lam1=5e-3, lam2=1e-3)
 

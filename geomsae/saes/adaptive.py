@@ -1,4 +1,4 @@
-"""Adaptive per-latent l1 weights shared by the AEN and adaptive-lasso SAEs (SPEC §2).
+"""Adaptive per-latent l1 weights shared by the AEN and adaptive-lasso SAEs (docs/method.md §2).
 
 The recipe (from the AEN-SAE authors' public code)::
 

@@ -1,4 +1,4 @@
-"""Adaptive-lasso ReLU SAE: the λ2 = 0 ablation of the AEN-SAE (SPEC §2)."""
+"""Adaptive-lasso ReLU SAE: the λ2 = 0 ablation of the AEN-SAE (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Adaptive elastic-net SAE (AEN-SAE), the architecture under test (SPEC §2)."""
+"""Adaptive elastic-net SAE (AEN-SAE), the architecture under test (docs/method.md §2)."""
 
 from __future__ import annotations
 

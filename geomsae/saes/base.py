@@ -1,18 +1,18 @@
 """What every SAE architecture shares: the output tuples, the config base and helpers.
 
-Shared shape (SPEC §2)::
+Shared shape (docs/method.md §2)::
 
     pre   = W_enc (x − b_dec) + b_enc          # (B, d_sae)
     z     = act(pre)                            # (B, d_sae)
     x̂     = W_dec z + b_dec                     # (B, d_in)
 
 ``W_enc`` is (d_sae, d_in); ``W_dec`` is (d_in, d_sae) so that its *columns* are the
-dictionary atoms, exactly the D of SPEC §1. Losses use per-element-MSE units
+dictionary atoms, exactly the D of docs/method.md §1. Losses use per-element-MSE units
 ("SAE units")::
 
     L = (1/d_in) ‖x − x̂‖² + λ1 Σ_j w_j |z_j| + λ2 ‖z‖²        (mean over the batch)
 
-and :meth:`BaseSAE.canonical_penalty` converts them to the canonical F units of SPEC §1
+and :meth:`BaseSAE.canonical_penalty` converts them to the canonical F units of docs/method.md §1
 (multiply by d_in/2: λ1′ = d_in·λ1/2, λ2′ = d_in·λ2).
 
 Input normalisation: ``input_norm="per_token"`` rescales every token to norm √d_in before
@@ -57,7 +57,7 @@ class LossOutput(NamedTuple):
 
 
 class CanonicalPenalty(NamedTuple):
-    """The SAE's sparsity penalty written as F(z; x) of SPEC §1 (canonical units)."""
+    """The SAE's sparsity penalty written as F(z; x) of docs/method.md §1 (canonical units)."""
 
     lam1: float
     """λ1′ in F units."""
@@ -455,7 +455,7 @@ class BaseSAE(nn.Module):
         g.addcmul_(W, coef.unsqueeze(-2), value=-1.0)
 
     def canonical_penalty(self) -> CanonicalPenalty:
-        """The penalty in F units of SPEC §1 for the dictionary D = W_dec, b = b_dec as stored
+        """The penalty in F units of docs/method.md §1 for the dictionary D = W_dec, b = b_dec as stored
         (raw space after :func:`fold_input_scale`; normalised space for input_norm='per_token')."""
         raise NotImplementedError
 

@@ -34,7 +34,7 @@ class ENSAE(BaseSAE):
         x̂   = W_dec z + b_dec               # unit-norm columns (renormalised)
         L   = (1/d_in)‖x − x̂‖² + λ1 Σ_j |z_j| + λ2 ‖z‖²
 
-    Canonical units (SPEC §1, exact=True): λ1′ = d_in·λ1/2, λ2′ = d_in·λ2, w ≡ 1.
+    Canonical units (docs/method.md §1, exact=True): λ1′ = d_in·λ1/2, λ2′ = d_in·λ2, w ≡ 1.
     """
 
     arch = "en"

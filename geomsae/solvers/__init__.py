@@ -1,4 +1,4 @@
-"""Exact, certified solvers of the sparse-coding map of SPEC §1.
+"""Exact, certified solvers of the sparse-coding map of docs/method.md §1.
 
     F(z; x) = ½‖x − b − Dz‖² + λ1 Σ_j w_j |z_j| + (λ2/2)‖z‖²        (optionally z ≥ 0)
 

@@ -318,7 +318,7 @@ def solve(
 ) -> SolverResult:
     """Solve B sparse-coding problems exactly, with a certified duality gap for each.
 
-    For each row x of X (B, n) this minimises, in canonical units (SPEC §1),
+    For each row x of X (B, n) this minimises, in canonical units (docs/method.md §1),
 
         F(z; x) = ½‖x − b − Dz‖² + λ1 Σ_j w_j |z_j| + (λ2/2)‖z‖²,   z ≥ 0 if ``nonneg``,
 

@@ -1,6 +1,6 @@
 r"""Primal objective, dual objective, certified duality gap and KKT residual.
 
-The primal (SPEC §1), for each row x of X, with y = x − b::
+The primal (docs/method.md §1), for each row x of X, with y = x − b::
 
     P(z) = ½‖y − Dz‖² + λ1 Σ_j w_j |z_j| + (λ2/2)‖z‖²        (+ the constraint z ≥ 0 if nonneg)
 
@@ -100,7 +100,7 @@ def duality_gap(
 ) -> Any:
     """Certified duality gap P(z) − Dual(θ) ≥ P(z) − P(z*) for each row, shape (B,).
 
-    Objective (canonical units, SPEC §1), per row x of X (B, n) and code z of Z (B, m)::
+    Objective (canonical units, docs/method.md §1), per row x of X (B, n) and code z of Z (B, m)::
 
         P(z) = ½‖x − b − Dz‖² + λ1 Σ_j w_j|z_j| + (λ2/2)‖z‖²     (z ≥ 0 if nonneg)
 
