@@ -69,7 +69,7 @@ def test_schedule_fires_at_the_right_token_counts(full_run):
     with pytest.raises(ValueError, match=r"give the same step twice"):
         eval_steps(10, (0.01, 0.03))
     with pytest.raises(ValueError, match=r"curve_l0 == 9999.0, must be in \[1, d_sae=64\]"):
-        LLMStarvationConfig(curve_tokens=1000, curve_l0=9999.0, d_sae=64, topk_ks=(4,), eval_windows=(100,),
+        LLMStarvationConfig(curve_tokens=1_000_000, curve_l0=9999.0, d_sae=64, topk_ks=(4,), eval_windows=(100,),
                             eval_tokens=1000)
     assert still_growing([1e5, 1e6], [0.01, 0.05]) == (True, pytest.approx(0.04))
     assert still_growing([1e5, 1e6], [0.05, 0.0505])[0] is False
