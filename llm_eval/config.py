@@ -91,7 +91,7 @@ class LLMStarvationConfig(StudySettings):
     results: str | None = None
     """Folder of results.csv, summary.md and figures (small, committed; default llm_eval/results/<preset>)."""
 
-    # Starvation over training (llm_eval.long, docs/method.md §7.6): used when curve_tokens > 0.
+    # Starvation over training (llm_eval.long, docs/method.md §7.7): used when curve_tokens > 0.
     curve_tokens: int = 0
     """Training tokens of each long run (0: none, the ordinary sweep study). The short sweep that
     picks each arm's knob uses ``steps``; the long runs use ceil(curve_tokens / batch_size) steps,
@@ -178,7 +178,7 @@ PRESETS: dict[str, LLMStarvationConfig] = {
                                      dead_window_tokens=2048, adaptive_beta=0.9, curve_tokens=12_800,
                                      curve_arms=("topk", "relu_l1", "aen"), curve_l0=6.0, curve_seeds=(0, 1),
                                      curve_all_seeds=("topk",), curve_checkpoints=4),
-    # SmolLM2-135M at length (issue 13, docs/method.md §7.6): 4 M training tokens of layer 15 over the
+    # SmolLM2-135M at length (issue 13, docs/method.md §7.7): 4 M training tokens of layer 15 over the
     # Python docs and GCIDE mixed, each long SAE trained on 10.24 M tokens (2.56 epochs), d_sae 4608
     # (expansion 8), evaluated at 0.1, 0.3, 1, 3 and 10 M tokens on 262,144 held-out tokens. The knobs come
     # from a short sweep (1 M tokens per SAE) of the penalty arms aiming at L0 32. Cost: --estimate-only.

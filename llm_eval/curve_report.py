@@ -1,4 +1,4 @@
-"""curves.csv and summary.md of the long runs (llm_eval.long; docs/method.md §7.6).
+"""curves.csv and summary.md of the long runs (llm_eval.long; docs/method.md §7.7).
 
 summary.md is headed ``PARTIAL: k of n evaluation points`` until every point of every long run
 is in curves.csv; only then is it written as final (and ``timing.json`` gets ``final: true``).
@@ -76,7 +76,7 @@ def write_summary(cfg: LLMStarvationConfig, curves: dict[tuple, dict[str, Any]],
                               "The run has not finished: rerun the command below to resume it. Nothing here is final.",
                               ""]
     lines += [f"# Starvation over training: {cfg.preset}", "",
-              f"`python -m llm_eval.starvation --preset {cfg.preset}` (docs/method.md §7.6). Model {cfg.model}, "
+              f"`python -m llm_eval.starvation --preset {cfg.preset}` (docs/method.md §7.7). Model {cfg.model}, "
               f"layer {cfg.layer} {cfg.hook}, text {cfg.text}; {cfg.train_tokens:,} training tokens cached, "
               f"{cfg.eval_tokens:,} held-out; d_sae {cfg.d_sae}; each long run {cfg.curve_steps:,} steps × "
               f"{cfg.batch_size} = {cfg.curve_steps * cfg.batch_size:,} tokens "

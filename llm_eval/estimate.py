@@ -1,4 +1,4 @@
-"""The planned cost of a long-run preset (``--estimate-only``; docs/method.md §7.6).
+"""The planned cost of a long-run preset (``--estimate-only``; docs/method.md §7.7).
 
 Training: tokens × 10·d_in·d_sae FLOPs per SAE (the dense roofline of one step, docs/FACTS) ÷
 a measured FLOP rate; the harvest: tokens ÷ a measured harvest rate. The rates are read from a

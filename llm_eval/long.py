@@ -1,4 +1,4 @@
-"""Starvation over training on a real model (issue 13; docs/method.md §7.6).
+"""Starvation over training on a real model (issue 13; docs/method.md §7.7).
 
     python -m llm_eval.starvation --preset smollm2-long                  # the run; rerun it to resume
     python -m llm_eval.starvation --preset smollm2-long --estimate-only  # the planned cost, nothing run

@@ -140,3 +140,19 @@ def test_partial_marking_from_curves(full_run, tmp_path):
     curve_report.report(cfg)
     assert not (res / "summary.md").read_text().startswith("# PARTIAL")
     assert long.pick_value([(0.01, 40.0), (0.04, 10.0)], 20.0) == pytest.approx(0.02)
+
+
+def test_figures_draws_the_curves_from_csv_or_skips(full_run, tmp_path, monkeypatch):
+    import dataclasses
+
+    import figures
+
+    base, *_ = full_run
+    monkeypatch.setitem(PRESETS, "smollm2-long", dataclasses.replace(CFG, results=str(tmp_path / "none")))
+    skipped = figures._register_builtins()
+    assert "curves.csv is missing" in skipped["llm_long"] and "llm_long" not in figures.REGISTRY
+    shutil.copytree(base / "results", tmp_path / "res")
+    monkeypatch.setitem(PRESETS, "smollm2-long", dataclasses.replace(CFG, results=str(tmp_path / "res")))
+    built = figures.build(tmp_path / "fig", only=["llm_long"])
+    assert [p.name for p in built["llm_long"]] == ["llm_long_starvation.png"]
+    assert (tmp_path / "fig" / "llm_long_summary.md").exists()

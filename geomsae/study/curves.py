@@ -2,7 +2,7 @@
 
 :func:`eval_steps`: the steps at which a run of ``steps`` optimizer steps is evaluated, given as
 fractions of its length (log-spaced, e.g. 0.01, 0.03, 0.1, 0.3, 1 — the 0.1, 0.3, 1, 3, 10 M
-tokens of a 10 M-token run, docs/method.md §7.6). Point j fires after step
+tokens of a 10 M-token run, docs/method.md §7.7). Point j fires after step
 ``ceil(fractions[j] · steps)``, the first step at which at least that share of the tokens has
 been seen. :func:`still_growing`: the rule the summaries state — a curve is still growing when
 its last two points rise by more than ``tol`` (absolute; a fraction of d_sae for the starvation
