@@ -76,7 +76,8 @@ class LongRunner:
     """The sweep, then the long runs with their evaluation points; resumable at every stage."""
 
     step_hook: Callable[[int], None] | None = None
-    """Called after every long-run training step (tests stop a run with it)."""
+    """Called after every long-run training step as ``step_hook(step)`` (tests stop a run with it;
+    set it on the class as a staticmethod)."""
 
     def __init__(self, cfg: LLMStarvationConfig) -> None:
         from llm_eval.starvation import Runner
@@ -99,7 +100,11 @@ class LongRunner:
     # ------------------------------------------------------------------ pieces
     def values(self) -> dict[str, float]:
         """Each curve arm's knob: k = curve_l0 for TopK arms, else picked from the sweep rows."""
-        runs = self.base.run_sweep() if any(ARMS[a].param != "k" for a in self.cfg.curve_arms) else {}
+        if any(ARMS[a].param != "k" for a in self.cfg.curve_arms):
+            runs = self.base.run_sweep()  # harvests first
+        else:
+            self.base.harvest()
+            runs = {}
         out = {}
         for a in self.cfg.curve_arms:
             if ARMS[a].param == "k":

@@ -156,3 +156,20 @@ def test_figures_draws_the_curves_from_csv_or_skips(full_run, tmp_path, monkeypa
     built = figures.build(tmp_path / "fig", only=["llm_long"])
     assert [p.name for p in built["llm_long"]] == ["llm_long_starvation.png"]
     assert (tmp_path / "fig" / "llm_long_summary.md").exists()
+
+
+def test_curve_config_checks():
+    with pytest.raises(ValueError, match=r"curve_tokens == -1, must be an integer >= 0"):
+        LLMStarvationConfig(curve_tokens=-1)
+    with pytest.raises(ValueError, match=r"curve_all_seeds == \('aen',\): \['aen'\] unknown or not among curve_arms"):
+        LLMStarvationConfig(curve_tokens=1_000_000, curve_arms=("topk",), curve_all_seeds=("aen",))
+    with pytest.raises(ValueError, match=r"curve_seeds == \(1, 1\), must be distinct integers >= 0"):
+        LLMStarvationConfig(curve_tokens=1_000_000, curve_seeds=(1, 1))
+    with pytest.raises(ValueError, match=r"eval_steps holds \[0\], each must be an integer in \[1, steps=5\]"):
+        from geomsae.train_config import TrainConfig
+        from geomsae.train_stack import train_stack
+
+        train_stack([{"arch": "topk", "d_sae": 8, "k": 2}], __import__("torch").randn(64, 4), TrainConfig(steps=5),
+                    eval_steps=[0], on_eval=lambda *a: None)
+    assert PRESETS["smollm2-long"].curve_steps * PRESETS["smollm2-long"].batch_size >= 10_000_000
+    assert PRESETS["smollm2-long"].train_tokens >= 4_000_000 and PRESETS["smollm2-long"].d_sae == 4608
