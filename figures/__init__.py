@@ -126,6 +126,17 @@ def _llm(out_dir: Path, quick: bool) -> list[Path]:
     return paths
 
 
+def _llm_long(out_dir: Path, quick: bool) -> list[Path]:
+    """Redraw the starvation-over-training figure from the committed curves.csv of smollm2-long."""
+    from llm_eval import curve_report
+    from llm_eval.config import PRESETS
+
+    cfg = PRESETS["smollm2-long"]
+    paths = curve_report.report(cfg, out_dir)
+    shutil.copyfile(cfg.results_dir / "summary.md", Path(out_dir) / "llm_long_summary.md")
+    return [p for p in paths if Path(p).suffix == ".png"]
+
+
 def _register_builtins() -> dict[str, str]:
     """Register the project's sources; returns {name: reason} for those skipped."""
     skipped: dict[str, str] = {}
@@ -156,6 +167,20 @@ def _register_builtins() -> dict[str, str]:
         "python -m llm_eval.starvation --preset smollm2-cpu   (figures here are redrawn from its committed results)",
         "llm_eval/results/smollm2-cpu/ (results.csv, matched.csv, verdicts.csv, summary.md); "
         "figures/llm_summary.md is a copy of the summary", dict(llm_plots.FIGURES)))
+    from llm_eval.config import PRESETS as LLM_PRESETS
+
+    long_csv = LLM_PRESETS["smollm2-long"].results_dir / "curves.csv"
+    if long_csv.exists():
+        register(Source(
+            "llm_long", _llm_long,
+            "Starvation over training on SmolLM2-135M: dead and near-starved fractions against tokens seen (issue 13)",
+            "python -m llm_eval.starvation --preset smollm2-long   (figures here are redrawn from its committed curves.csv)",
+            "llm_eval/results/smollm2-long/ (curves.csv, summary.md, timing.json); figures/llm_long_summary.md is a "
+            "copy of the summary", dict([llm_plots.CURVE_FIGURE])))
+    else:
+        REGISTRY.pop("llm_long", None)
+        skipped["llm_long"] = (f"{long_csv} is missing: run `python -m llm_eval.starvation --preset smollm2-long` "
+                               "(hours on 2 CPU cores; --estimate-only prints the plan)")
     try:
         pc = importlib.import_module("proofs_check")
         make = getattr(pc, "make_figures", None)

@@ -12,7 +12,13 @@ A text source is named by one string (:func:`documents`):
   (column ``text_column``; the 'train' split of a DatasetDict); needs ``pip install datasets``;
 - any other string: a text file, a folder (every file below it, recursively) or a glob pattern
   (``"notes/**/*.md"``); one document per file, files in sorted order, decoded as UTF-8 with
-  replacement; files holding a NUL byte (binary) are skipped.
+  replacement; files holding a NUL byte (binary) are skipped;
+- ``"A+B"`` (e.g. ``"python-doc+gcide"``): the documents of the named sources mixed by
+  :func:`mix_documents` — the next document comes from the source that has yielded the fewest
+  characters so far (the first on ties), so the mix is about even in characters until one source
+  runs out, then the rest of the others follows. Deterministic; ids stay those of each source
+  (prefixed with the source's position, ``"1/path"``, except for the named sources
+  'python-doc' and 'gcide', whose ids cannot collide, so their split is the same alone or mixed).
 
 Split (:func:`in_split`): a document is held out when u(seed, id) < ``held_out_fraction``, with
 u the first 8 bytes of sha256(f"{seed}:{id}") read as a number in [0, 1). The rule looks at one
@@ -148,8 +154,34 @@ def file_documents(pattern: str | os.PathLike) -> Iterator[Doc]:
             yield Doc(f.relative_to(base).as_posix(), text)
 
 
+def _tagged(k: int, spec: str, text_column: str) -> Iterator[Doc]:
+    """The documents of ``spec``, ids prefixed with ``k/`` unless it is a named source."""
+    for d in documents(spec, text_column=text_column):
+        yield d if spec in ("python-doc", "gcide") else Doc(f"{k}/{d.id}", d.text)
+
+
+def mix_documents(sources: list[Iterable[Doc]]) -> Iterator[Doc]:
+    """Documents of several sources, mixed evenly in characters (module docstring, ``"A+B"``)."""
+    its = [iter(s) for s in sources]
+    chars = [0] * len(its)
+    live = list(range(len(its)))
+    while live:
+        i = min(live, key=lambda j: (chars[j], j))
+        doc = next(its[i], None)
+        if doc is None:
+            live.remove(i)
+            continue
+        chars[i] += len(doc.text)
+        yield doc
+
+
 def documents(spec: str, *, text_column: str = "text") -> Iterator[Doc]:
     """The documents of the text source named by ``spec`` (see the module docstring)."""
+    if "+" in spec:
+        parts = spec.split("+")
+        if any(not p for p in parts):
+            raise ValueError(f"text == {spec!r}: a mix needs a source name on each side of every '+'")
+        return mix_documents([_tagged(k, p, text_column) for k, p in enumerate(parts)])
     if spec == "python-doc":
         return python_doc_documents()
     if spec == "gcide":
@@ -219,6 +251,6 @@ def iter_contexts(docs: Iterable[Doc | str], tokenizer: Any, ctx_len: int = 128,
         del buf[:start]
 
 
-__all__ = ["Doc", "documents", "python_doc_documents", "gcide_documents", "hf_documents", "file_documents",
+__all__ = ["Doc", "documents", "mix_documents", "python_doc_documents", "gcide_documents", "hf_documents", "file_documents",
            "held_out_score", "in_split", "split_documents", "special_ids", "iter_contexts",
            "PYTHON_DOC_GLOB", "GCIDE_PATH"]

@@ -24,6 +24,13 @@ Each member gets its own run folder, identical in form to a solo run's (cfg.json
 sae.safetensors with the dataset scale folded in, metrics.jsonl, checkpoints/ holding its
 own Adam moments and RNG state), so a member can be resumed, evaluated or compared alone. A
 stacked run resumes from the newest step at which every member has a checkpoint.
+
+Evaluation during training (``eval_steps``, ``on_eval``): after each step listed, every member is
+checkpointed (so a run stopped during the evaluation restarts at that step) and ``on_eval(step,
+tokens, saes)`` gets copies of the members with the dataset scale folded in (taking raw
+activations, like the saved SAEs), in eval mode, under a forked RNG (evaluating draws nothing
+from training's RNG). A run resumed at a listed step calls ``on_eval`` there again: the caller
+skips what it has already recorded.
 """
 
 from __future__ import annotations
@@ -115,7 +122,9 @@ def _resume_step(paths: list[Path | None]) -> int | None:
 
 def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: Sequence[int] | None = None,
                 outs: Sequence[str | os.PathLike | None] | None = None, resume: bool = False,
-                callback: Callable[[int, list[dict[str, Any]] | None], None] | None = None) -> list[TrainResult]:
+                callback: Callable[[int, list[dict[str, Any]] | None], None] | None = None,
+                eval_steps: Sequence[int] = (),
+                on_eval: Callable[[int, int, list[Any]], None] | None = None) -> list[TrainResult]:
     """Train ``len(specs)`` SAEs of one architecture and shape in one process (module docstring).
 
     :param specs: one ``{"arch": ..., "d_sae": ..., **fields}`` mapping (or SAEConfig) per member;
@@ -125,9 +134,16 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
     :param outs: run folder of each member (default: none kept); ``cfg.out`` must be None.
     :param resume: continue every member from the newest step they all have a checkpoint of.
     :param callback: called after every step as ``callback(step, records_or_None)``.
+    :param eval_steps: steps (in [1, cfg.steps]) after which ``on_eval`` is called (module docstring).
+    :param on_eval: ``on_eval(step, tokens, saes)`` with the members as folded copies.
     :returns: one :class:`~geomsae.train.TrainResult` per member, in the order of ``specs``.
     """
     seeds, paths, per_member = _check_args(specs, source, cfg, seeds, outs)
+    bad = [s for s in eval_steps if not (isinstance(s, int) and 1 <= s <= cfg.steps)]
+    if bad:
+        raise ValueError(f"eval_steps holds {bad!r}, each must be an integer in [1, steps={cfg.steps}]")
+    if eval_steps and on_eval is None:
+        raise ValueError("eval_steps is given but on_eval is None: pass the function that evaluates")
     n = len(specs)
     srcs = [open_source(s) for s in source] if per_member else [open_source(source)] * n
     if len({s.d_in for s in srcs}) != 1:
@@ -184,7 +200,7 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
         metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i])}
                  for i in range(n)]
         return _run(stack, opt, params, streams, per_member, cfgs, device, paths, step, tokens, scales, metas,
-                    callback)
+                    callback, set(eval_steps), on_eval)
 
 
 def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState]) -> None:
@@ -205,7 +221,8 @@ def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState
 def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: list, per_member: bool,
          cfgs: list[TrainConfig], device: torch.device, paths: list[Path | None], step: int, tokens: int,
          scales: list[float], metas: list[dict[str, Any]],
-         callback: Callable[[int, list[dict[str, Any]] | None], None] | None) -> list[TrainResult]:
+         callback: Callable[[int, list[dict[str, Any]] | None], None] | None, eval_steps: set[int] = frozenset(),
+         on_eval: Callable[[int, int, list[Any]], None] | None = None) -> list[TrainResult]:
     from tqdm.auto import tqdm
 
     cfg, n = cfgs[0], len(cfgs)
@@ -229,6 +246,16 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
             ckpt.write_checkpoint(p, at, members[i], adam_i, counters, metas[i], pending_input_scale=scales[i],
                                   keep=cfg.keep_checkpoints, rng=stack.rng_states[i])
 
+    def evaluate(at: int) -> None:
+        save(at)
+        saes = unstack_sae(stack)
+        for i, sae in enumerate(saes):
+            if scales[i] != 1.0:
+                fold_input_scale(sae, scales[i])
+            sae.eval()
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            on_eval(at, tokens, saes)
+
     clip = (lambda: clip_members_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
     check_each_step = device.type == "cpu"
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
@@ -239,6 +266,8 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
     t0, tokens0, mid_step = time.perf_counter(), tokens, False
     try:
         with sigint_deferred(any(p is not None for p in paths)) as stop:
+            if step in eval_steps:  # resumed at an evaluation step: its evaluation may not have finished
+                evaluate(step)
             while step < cfg.steps:
                 if stop.requested:
                     raise KeyboardInterrupt
@@ -279,7 +308,9 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                         if log is not None:
                             log.write(json.dumps(rec) + "\n")
                             log.flush()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                if step in eval_steps:
+                    evaluate(step)
+                elif cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     save(step)
                 bar.update(1)
                 out_ = lo = None

@@ -91,6 +91,24 @@ class LLMStarvationConfig(StudySettings):
     results: str | None = None
     """Folder of results.csv, summary.md and figures (small, committed; default llm_eval/results/<preset>)."""
 
+    # Starvation over training (llm_eval.long, docs/method.md §7.7): used when curve_tokens > 0.
+    curve_tokens: int = 0
+    """Training tokens of each long run (0: none, the ordinary sweep study). The short sweep that
+    picks each arm's knob uses ``steps``; the long runs use ceil(curve_tokens / batch_size) steps,
+    epochs over the cache when that exceeds ``train_tokens``."""
+    curve_points: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    """Evaluation points of the long runs, as fractions of curve_tokens (log-spaced)."""
+    curve_arms: tuple[str, ...] = ("topk", "topk_auxk", "relu_l1", "en", "aen")
+    """Arms of the long runs, each at the knob whose held-out L0 in the sweep is nearest curve_l0."""
+    curve_l0: float = 32.0
+    """Held-out L0 the long runs aim at (k of the TopK arms; λ interpolated in log-log for the others)."""
+    curve_seeds: tuple[int, ...] = (0, 1)
+    """Init seeds of the arms in curve_all_seeds; the other arms train the first only."""
+    curve_all_seeds: tuple[str, ...] = ("topk", "aen")
+    """Arms trained with every seed of curve_seeds."""
+    curve_checkpoints: int = 40
+    """Checkpoints per long run besides the evaluation points (the most work a stop can lose is 1/this)."""
+
     def __post_init__(self) -> None:
         for name in ("train_tokens", "eval_tokens", "ce_contexts", "d_sae"):
             v = getattr(self, name)
@@ -104,6 +122,28 @@ class LLMStarvationConfig(StudySettings):
         if not all(1 <= w <= self.eval_tokens for w in self.eval_windows):
             raise ValueError(f"eval_windows == {self.eval_windows!r}, each must be in [1, eval_tokens={self.eval_tokens}]")
         self.harvest_config("train")  # checks the harvest fields
+        if isinstance(self.curve_tokens, bool) or not isinstance(self.curve_tokens, int) or self.curve_tokens < 0:
+            raise ValueError(f"curve_tokens == {self.curve_tokens!r}, must be an integer >= 0")
+        if self.curve_tokens:
+            from geomsae.study import ARMS
+            from geomsae.study.curves import eval_steps
+
+            eval_steps(self.curve_steps, self.curve_points)  # checks the points
+            bad = sorted(set(self.curve_arms) - set(ARMS)) + sorted(set(self.curve_all_seeds) - set(self.curve_arms))
+            if not self.curve_arms or bad:
+                raise ValueError(f"curve_arms == {self.curve_arms!r}, curve_all_seeds == {self.curve_all_seeds!r}: "
+                                 f"{bad} unknown or not among curve_arms; choose from {list(ARMS)}")
+            if not self.curve_seeds or len(set(self.curve_seeds)) != len(self.curve_seeds) or min(self.curve_seeds) < 0:
+                raise ValueError(f"curve_seeds == {self.curve_seeds!r}, must be distinct integers >= 0")
+            if not 1 <= self.curve_l0 <= self.d_sae:
+                raise ValueError(f"curve_l0 == {self.curve_l0!r}, must be in [1, d_sae={self.d_sae}]")
+            if not (isinstance(self.curve_checkpoints, int) and self.curve_checkpoints >= 1):
+                raise ValueError(f"curve_checkpoints == {self.curve_checkpoints!r}, must be an integer >= 1")
+
+    @property
+    def curve_steps(self) -> int:
+        """Optimizer steps of each long run: ceil(curve_tokens / batch_size)."""
+        return -(-self.curve_tokens // self.batch_size)
 
     @property
     def out_dir(self) -> Path:
@@ -129,6 +169,26 @@ PRESETS: dict[str, LLMStarvationConfig] = {
                                 d_sae=64, arms=("relu_l1", "topk", "aen"), l0_targets=(4.0, 8.0), topk_ks=(4, 8),
                                 sweep_points=3, lam_relu_l1=0.02, lam_aen=0.01, steps=60, batch_size=128, lr=5e-3,
                                 seeds=(0, 1), eval_windows=(256,), dead_window_tokens=2048, adaptive_beta=0.9),
+    # The long runs' logic on the tiny random model of the tests (pass --model and --text).
+    "tiny-long": LLMStarvationConfig(preset="tiny-long", model="", layer=1, text="", train_tokens=4096,
+                                     eval_tokens=512, ce_contexts=4, ctx_len=32, harvest_batch=8, shard_tokens=1024,
+                                     cache_dtype="float32", d_sae=64, arms=("relu_l1", "aen"), l0_targets=(6.0,),
+                                     topk_ks=(6,), sweep_points=3, lam_relu_l1=0.02, lam_aen=0.01, steps=40,
+                                     batch_size=128, lr=5e-3, seeds=(0,), eval_windows=(128, 512),
+                                     dead_window_tokens=2048, adaptive_beta=0.9, curve_tokens=12_800,
+                                     curve_arms=("topk", "relu_l1", "aen"), curve_l0=6.0, curve_seeds=(0, 1),
+                                     curve_all_seeds=("topk",), curve_checkpoints=4),
+    # SmolLM2-135M at length (issue 13, docs/method.md §7.7): 4 M training tokens of layer 15 over the
+    # Python docs and GCIDE mixed, each long SAE trained on 10.24 M tokens (2.56 epochs), d_sae 4608
+    # (expansion 8), evaluated at 0.1, 0.3, 1, 3 and 10 M tokens on 262,144 held-out tokens. The knobs come
+    # from a short sweep (1 M tokens per SAE) of the penalty arms aiming at L0 32. Cost: --estimate-only.
+    "smollm2-long": LLMStarvationConfig(preset="smollm2-long", text="python-doc+gcide", train_tokens=4_000_000,
+                                        eval_tokens=262_144, d_sae=4608, arms=("relu_l1", "en", "aen"),
+                                        seeds=(0,), l0_targets=(32.0,), topk_ks=(32,), sweep_points=4,
+                                        stack_size=4, steps=256, batch_size=4096, lr=1e-3,
+                                        eval_windows=(16_384, 65_536, 262_144), dead_window_tokens=1_000_000,
+                                        adaptive_beta=0.999, curve_tokens=10_240_000,
+                                        curve_points=(0.01, 0.03, 0.1, 0.3, 1.0)),
     # SmolLM2-135M on 2 CPU cores: 2 M tokens of the Python docs at layer 15 of 30, 2 seeds. Measured:
     # harvest 23 min (1,454 tok/s), 75–150 s per SAE (median 8,196 tok/s), ≈ 1 h 55 min in all (one SAE
     # at a time, before stacked training).

@@ -76,3 +76,44 @@ def make_all(cfg: Any, out_dir: str | Path | None = None) -> list[Path]:
     title = f"{cfg.model}, layer {cfg.layer} {cfg.hook}, d_sae {cfg.d_sae} (preset {cfg.preset})"
     return [vs_l0(out, rows, arms, sorted(cfg.l0_targets), title),
             firing_hist(out, rows, hists, arms, min(cfg.l0_targets))]
+
+
+CURVE_FIGURE = ("llm_long_starvation.png", "Real model at length: dead fraction and the fractions firing below "
+                "1e-4 and 1e-5 of the held-out tokens against training tokens seen (log x), one line per arm "
+                "(seed 0 solid, seed 1 dashed)")
+
+
+def curves_figure(cfg: Any, out_dir: str | Path | None = None) -> Path:
+    """The starvation curves of the long runs (:data:`CURVE_FIGURE`) from cfg.results_dir/curves.csv."""
+    rows = read_csv(Path(cfg.results_dir) / "curves.csv")
+    arms = [a for a in cfg.curve_arms if any(r["arm"] == a for r in rows)]
+    colors = arm_colors(arms)
+    plt = pyplot()
+    panels = [("dead_fraction", "dead (held-out)"), ("rare_fraction_1e4", "firing < 1e-4 of tokens"),
+              ("rare_fraction_1e5", "firing < 1e-5 of tokens")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    seeds = sorted({r["seed"] for r in rows})
+    for ax, (metric, label) in zip(axes, panels):
+        for arm in arms:
+            for j, seed in enumerate(seeds):
+                pts = sorted((r["tokens_seen"], r[metric]) for r in rows if r["arm"] == arm and r["seed"] == seed)
+                if not pts:
+                    continue
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
+                        label=arm if j == 0 else None, **line_style(arm))
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens seen")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=8)
+    partial = "" if len(rows) >= _n_expected(cfg) else f" (PARTIAL: {len(rows)} points)"
+    fig.suptitle(f"{cfg.preset}: starvation over training{partial}")
+    out = Path(out_dir) if out_dir is not None else Path(cfg.results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return save(fig, out / CURVE_FIGURE[0])
+
+
+def _n_expected(cfg: Any) -> int:
+    from llm_eval.curve_report import n_expected
+
+    return n_expected(cfg)

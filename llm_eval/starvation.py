@@ -4,6 +4,7 @@
     python -m llm_eval.starvation --preset pythia70m --model ./pythia-70m --text data/pile-sample
     python -m llm_eval.starvation --preset llama8b --model ./Llama-3.1-8B --text data/pile-sample
     python -m llm_eval.starvation --preset smollm2-cpu --report-only  # redo matched.csv, summary.md, figures
+    python -m llm_eval.starvation --preset smollm2-long               # starvation over training (llm_eval.long)
 
 Steps, each resumable (run the same command again after a crash or Ctrl-C):
 
@@ -177,6 +178,13 @@ class Runner:
 
     # ------------------------------------------------------------------ everything
     def run(self) -> Path:
+        """Harvest, sweep, evaluate every SAE, then write the report; returns the results folder."""
+        self.run_sweep()
+        report(self.cfg)
+        return self.res
+
+    def run_sweep(self) -> dict[tuple, tuple[dict[str, Any], list[int]]]:
+        """Harvest, sweep and evaluate every SAE (results.csv, no report); {run key: (row, histogram)}."""
         cfg = self.cfg
         self.res.mkdir(parents=True, exist_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -195,8 +203,7 @@ class Runner:
         sweep(cfg, cells, lambda ms: train_round(ms, job, stack_size=cfg.stack_size), known=known)
         if self.runs:
             self._write()
-        report(cfg)
-        return self.res
+        return self.runs
 
     def _write(self) -> None:
         keys = tables.write_runs(self.res, self.runs, result_columns(self.cfg), (), self.cfg.arms)
@@ -236,6 +243,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[LLMStarvationConfig, ar
 
     def extra(p: argparse.ArgumentParser) -> None:
         p.add_argument("--report-only", action="store_true", help="redo matched.csv, summary.md and the figures")
+        p.add_argument("--estimate-only", action="store_true",
+                       help="print the planned cost (tokens, FLOPs, hours at the measured rates) and stop")
 
     return parse_dataclass(LLMStarvationConfig, argv, defaults=PRESETS[known.preset], prog="python -m llm_eval.starvation",
                            description=__doc__.split("\n\n")[0], add_extra=extra)
@@ -243,6 +252,12 @@ def parse_config(argv: list[str] | None = None) -> tuple[LLMStarvationConfig, ar
 
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(argv)
+    if cfg.curve_tokens:  # starvation over training (llm_eval.long)
+        from llm_eval import long
+
+        return long.main(cfg, report_only=ns.report_only, estimate_only=ns.estimate_only)
+    if ns.estimate_only:
+        raise SystemExit("--estimate-only needs a preset with long runs (curve_tokens > 0, e.g. smollm2-long)")
     if ns.report_only:
         for path in report(cfg):
             print(path)

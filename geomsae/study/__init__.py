@@ -14,6 +14,7 @@ machinery is here, once.
 - :mod:`~geomsae.study.matched` — metrics interpolated at matched L0, mean ± std over seeds;
 - :mod:`~geomsae.study.verdicts` — claims and the verdict rule;
 - :mod:`~geomsae.study.report` — matched.csv, verdicts.csv and summary.md of a :class:`Study`;
+- :mod:`~geomsae.study.curves` — when to evaluate a run as it trains, and whether a curve still grows;
 - :mod:`~geomsae.study.plotstyle` — colours, line styles and file format of the figures.
 """
 
