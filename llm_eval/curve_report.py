@@ -115,7 +115,7 @@ def write_summary(cfg: LLMStarvationConfig, curves: dict[tuple, dict[str, Any]],
               "brackets the rise per decade of tokens, in % of d_sae (geomsae.study.curves.still_growing)."
               + ("" if final else " Partial runs: judged at their last point so far."), "",
               "| arm | seed | last point (tokens) | dead growing | < 1e-4 growing |", "|---|---|---|---|---|",
-              *growth, "", "Against the authors (SPEC §5): TopK without AuxK had 13.9 % dead latents on Pythia-70M "
+              *growth, "", "Against the authors (docs/method.md §5): TopK without AuxK had 13.9 % dead latents on Pythia-70M "
               "after 204 M tokens, and 80–88 % on Llama-3.1-8B; compare the dead column of topk above at its last point.",
               "", "## Cost (measured)", "", *_rate(timing), ""]
     path = cfg.results_dir / "summary.md"

@@ -13,7 +13,6 @@ an upper bound, and the bound without the decoder's share is printed beside it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from llm_eval.config import PRESETS, LLMStarvationConfig
 
