@@ -47,6 +47,7 @@ import torch
 
 from geomsae.config_cli import parse_config as parse_dataclass
 from geomsae.study import ARMS, Cell, Member, Run, StudySettings, sweep, tables, train_and_evaluate, train_round
+from geomsae.study.arms import AEN_GRID, aen_grid_name
 from geomsae.study.stack import train_config
 from synthetic.report import STUDY
 
@@ -110,6 +111,10 @@ PRESETS: dict[str, StarvationConfig] = {
     # roofline 324 × steps × 128 × 163,840 FLOPs / 85e9: 0.5 / 2.1 / 8.5 / 17 min (×~6 at the quick efficiency).
     "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
                                rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
+    # AEN tuned within the authors' grid (issue 12 item 5): the 12 grid arms at ρ 0.9 on the validation draw
+    # (seeds 0-2); python -m synthetic.tune picks one, reported on a fresh draw (synthetic/tune.py). 216 SAEs, 1.8 TFLOP.
+    "aen-grid": StarvationConfig(preset="aen-grid", rhos=(0.9,), l0_targets=(4.0,),
+                                 arms=tuple(aen_grid_name(g, q, f) for g, q, f in AEN_GRID)),
     # The authors' spiked table (SPEC §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
     # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
     # CPU (--rhos 0.3 0.9): 5 arms × 2 ρ × 1 seed × 4 points = 40 SAEs, 1.3 PFLOP, ≥ 4.4 h at the roofline.
