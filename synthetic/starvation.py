@@ -5,7 +5,7 @@
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
-    python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, 8× longer
+    python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, 5× longer
     for s in 400 1600 6400 12800; do python -m synthetic.starvation --preset length --steps $s --out runs/length_$s; done
     python -m synthetic.length runs/length_400 runs/length_1600 runs/length_6400 runs/length_12800
     python -m synthetic.starvation --preset authors --rhos 0.3 0.9  # the authors' table rows, their length (CPU: long)
@@ -47,6 +47,7 @@ import torch
 
 from geomsae.config_cli import parse_config as parse_dataclass
 from geomsae.study import ARMS, Cell, Member, Run, StudySettings, sweep, tables, train_and_evaluate, train_round
+from geomsae.study.arms import AEN_GRID, aen_grid_name
 from geomsae.study.stack import train_config
 from synthetic.report import STUDY
 
@@ -100,16 +101,20 @@ PRESETS: dict[str, StarvationConfig] = {
     # Measured on 2 CPU cores, 2 workers, with another job sharing the cores: 812 s (issue 12; before it,
     # 450 SAEs with 3 λ and k ∈ {2, 4, 8}: 4 min 41 s).
     "quick": StarvationConfig(preset="quick"),
-    # The committed verdicts (issue 12): the quick sizes, 5 seeds, 8× the quick length (3200 steps × 128 tokens).
-    # Planned: 1650 SAEs × 409,600 tokens × 10·64·256 FLOPs = 111 TFLOP, 22 min at 85 GFLOP/s; the quick preset runs
-    # stacks at ~15 % of that roofline on 2 cores, so plan ~2.4 h until --estimate-only says otherwise. Pick the
-    # length from the length ablation (the shortest at which the verdicts stop moving) before committing it.
-    "standard": StarvationConfig(preset="standard", seeds=(0, 1, 2, 3, 4), steps=3200, resample_every=1067),
+    # The committed verdicts (issue 12): the quick sizes, 5 seeds, 5× the quick length (2000 steps × 128 tokens).
+    # Sized from the quick preset's measured rate (989 SAEs of 51 k tokens in 628 s, 2 workers): 1650 SAEs × 5 ×
+    # 0.635 s ≈ 87 min on 2 cores (111 → 69 TFLOP; 14 min at the 85 GFLOP/s roofline). Check with the length
+    # ablation that 2000 steps is converged before committing its verdicts.
+    "standard": StarvationConfig(preset="standard", seeds=(0, 1, 2, 3, 4), steps=2000, resample_every=667),
     # Length ablation (issue 12 item 4): run with --steps 400 / 1600 / 6400 / 12800 and --out runs/length_<steps>,
     # then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds × 6 points = 324 SAEs per length; planned at the
     # roofline 324 × steps × 128 × 163,840 FLOPs / 85e9: 0.5 / 2.1 / 8.5 / 17 min (×~6 at the quick efficiency).
     "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
                                rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
+    # AEN tuned within the authors' grid (issue 12 item 5): the 12 grid arms at ρ 0.9 on the validation draw
+    # (seeds 0-2); python -m synthetic.tune picks one, reported on a fresh draw (synthetic/tune.py). 216 SAEs, 1.8 TFLOP.
+    "aen-grid": StarvationConfig(preset="aen-grid", rhos=(0.9,), l0_targets=(4.0,),
+                                 arms=tuple(aen_grid_name(g, q, f) for g, q, f in AEN_GRID)),
     # The authors' spiked table (docs/method.md §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
     # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
     # CPU (--rhos 0.3 0.9): 5 arms × 2 ρ × 1 seed × 4 points = 40 SAEs, 1.3 PFLOP, ≥ 4.4 h at the roofline.

@@ -64,3 +64,29 @@ def test_length_ablation_table_from_crafted_runs(tmp_path):
     assert "| (a) | 400 | 1 | 0 | 0 | 1 | 1 | 50 % |" in text  # one of two runs still falling by > 1 %
     assert "| (a) | 12800 | 2 | 0 | 1 | 0 | 0 | 0 % |" in text
     assert (tmp_path / "o" / "length_verdicts.png").exists()
+
+
+def test_aen_grid_validation_run_and_tune_cli(tmp_path, capsys):
+    import dataclasses
+    import json
+
+    from synthetic import starvation, tune
+
+    arms = ("aen_g0.5_q5_l2x4", "aen_g1_q1_l2x1")
+    cfg = dataclasses.replace(starvation.PRESETS["tiny"], arms=arms, rhos=(0.7,), out=str(tmp_path / "val"))
+    out = starvation.run(cfg)
+    rows = starvation.tables.read_csv(out / "results.csv")
+    hp = {r["arm"]: json.loads(r["hparams"]) for r in rows}
+    assert (hp[arms[0]]["gamma"], hp[arms[0]]["q"], hp[arms[0]]["lam2"]) == (0.5, 5.0, 4 * cfg.lam2)
+    # the choice, on a crafted validation matched.csv (tiny runs bracket nothing)
+    from geomsae.study.tables import write_csv
+
+    val = tmp_path / "crafted"
+    val.mkdir()
+    (val / "config.json").write_text(json.dumps({"lam2": 1e-3}))
+    write_csv(val / "matched.csv", ["arm", "rho", "l0_target", "n_seeds", "fvu_mean"],
+              [dict(arm=a, rho=0.9, l0_target=4.0, n_seeds=3, fvu_mean=f) for a, f in zip(arms, (0.2, 0.3))])
+    capsys.readouterr()
+    assert tune.main([str(val), "--rho", "0.9", "--l0-target", "4", "--metric", "fvu"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["arm"] == arms[0] and got["flags"] == "--adaptive-gamma 0.5 --adaptive-q 5 --lam2 0.004"

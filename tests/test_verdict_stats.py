@@ -172,3 +172,17 @@ def test_a_run_at_the_target_is_used_as_it_is_not_a_cliff():
     # 2 % away is not "at the target": the pair (3.0, 3.99) does not bracket 4.0 -> (3.99, 4.98) does, no cliff
     far = interpolate_at(_pts((3, 3.0, 0.4, 0.38), (4, 3.92, 0.3, 0.26), (5, 4.9, 0.25, 0.2)), 4.0, ["dead_fraction"])
     assert far["cliff"] == 0.0 and 0.2 < far["dead_fraction"] < 0.26
+
+
+def test_grid_selection_on_a_validation_run():
+    from geomsae.study.tuning import select
+
+    rows = [dict(arm=a, rho=r, l0_target=t, n_seeds=n, fvu_mean=f)
+            for a, r, t, n, f in (("g1", 0.9, 4.0, 3, 0.30), ("g2", 0.9, 4.0, 3, 0.25), ("g3", 0.9, 4.0, 1, 0.10),
+                                  ("g2", 0.0, 4.0, 3, 0.01), ("g1", 0.9, 6.0, 3, 0.01))]
+    got = select(rows, ["g1", "g2", "g3"], l0_target=4.0, metric="fvu", higher_is_better=False, cell={"rho": 0.9})
+    assert got.arm == "g2" and got.score == 0.25  # g3 has one seed only; other cells and targets ignored
+    assert [a for a, _ in got.ranking] == ["g2", "g1"]
+    assert select(rows, ["g1", "g2"], l0_target=4.0, metric="fvu", higher_is_better=True, cell={"rho": 0.9}).arm == "g1"
+    with pytest.raises(ValueError, match="no candidate"):
+        select(rows, ["g3"], l0_target=4.0, metric="fvu", higher_is_better=False, cell={"rho": 0.9})

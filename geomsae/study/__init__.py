@@ -11,8 +11,9 @@ machinery is here, once.
 - :mod:`~geomsae.study.rounds` — the sweep of every cell in rounds, each round trained in stacks;
 - :mod:`~geomsae.study.evaluation` — one evaluation as the metric columns of a row;
 - :mod:`~geomsae.study.tables` — results.csv / firing_hist.csv: columns, writing, reading;
-- :mod:`~geomsae.study.matched` — metrics interpolated at matched L0, mean ± std over seeds;
-- :mod:`~geomsae.study.verdicts` — claims and the verdict rule;
+- :mod:`~geomsae.study.matched` — metrics at matched L0 per seed (collapsed runs out, cliffs apart), then over seeds;
+- :mod:`~geomsae.study.verdicts` — claims and the verdict rule (paired t intervals, minimum effects, readings);
+- :mod:`~geomsae.study.tuning` — choosing a grid point (the AEN grid) on a validation run;
 - :mod:`~geomsae.study.report` — matched.csv, verdicts.csv and summary.md of a :class:`Study`;
 - :mod:`~geomsae.study.curves` — when to evaluate a run as it trains, and whether a curve still grows;
 - :mod:`~geomsae.study.plotstyle` — colours, line styles and file format of the figures.

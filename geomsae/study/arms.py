@@ -26,8 +26,8 @@ class Arm(NamedTuple):
 
 
 def _adaptive(c: Any) -> dict[str, Any]:
-    return dict(beta=c.adaptive_beta, warmup_steps=int(c.adaptive_warmup_frac * c.steps),
-                ramp_steps=int(c.adaptive_ramp_frac * c.steps))
+    return dict(beta=c.adaptive_beta, gamma=c.adaptive_gamma, q=c.adaptive_q,
+                warmup_steps=int(c.adaptive_warmup_frac * c.steps), ramp_steps=int(c.adaptive_ramp_frac * c.steps))
 
 
 AEN_GRID = tuple((g, q, f) for g in (0.5, 1.0) for q in (1.0, 5.0) for f in (0.25, 1.0, 4.0))
@@ -60,7 +60,7 @@ ARMS: dict[str, Arm] = {
 }
 for _g, _q, _f in AEN_GRID:
     ARMS[aen_grid_name(_g, _q, _f)] = Arm(
-        "aen", "lam1", lambda c, g=_g, q=_q, f=_f: dict(lam2=f * c.lam2, gamma=g, q=q, **_adaptive(c)),
+        "aen", "lam1", lambda c, g=_g, q=_q, f=_f: {**_adaptive(c), "lam2": f * c.lam2, "gamma": g, "q": q},
         lambda c: c.lam_aen)
 """The arms (docs/method.md §7.1). The TopK switches one at a time: topk (no AuxK, untied init), topk_tied
 (tied init W_enc = W_decᵀ, no AuxK), topk_auxk (tied init and AuxK: Gao et al.'s recipe). The AEN grid arms

@@ -66,6 +66,10 @@ class StudySettings:
     adaptive_beta: float = 0.99
     """EMA decay β of the adaptive weights (adaptive_lasso, aen): a window of ~100 steps for short
     runs; 0.999 for long ones."""
+    adaptive_gamma: float = 1.0
+    """Exponent γ of the adaptive weights (ref/ema_j)^γ of aen and adaptive_lasso (the authors' grid: 0.5, 1)."""
+    adaptive_q: float = 1.0
+    """Top q % of the EMA that sets the reference of the adaptive weights (the authors' grid: 1, 5)."""
     adaptive_warmup_frac: float = 0.25
     """Adaptive weights off (w ≡ 1) for this fraction of the steps, ..."""
     adaptive_ramp_frac: float = 0.25
@@ -114,6 +118,9 @@ class StudySettings:
             raise ValueError(f"eval_windows == {self.eval_windows!r}, must be integers >= 1")
         if not self.bracket_factor > 1.0:
             raise ValueError(f"bracket_factor == {self.bracket_factor!r}, must be > 1")
+        if not (self.adaptive_gamma > 0 and 0 < self.adaptive_q <= 100):
+            raise ValueError(f"adaptive_gamma == {self.adaptive_gamma!r} and adaptive_q == {self.adaptive_q!r}: "
+                             "need gamma > 0 and q in (0, 100]")
         for name in ("adaptive_warmup_frac", "adaptive_ramp_frac"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} == {getattr(self, name)!r}, must be in [0, 1]")
