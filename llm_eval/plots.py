@@ -19,6 +19,21 @@ FIGURES: list[tuple[str, str]] = [
 ]
 
 
+def seed_lines(ax: Any, rows: list[dict[str, Any]], arms: list[str], colors: dict[str, Any], x_key: str,
+               metric: str) -> None:
+    """One line per (arm, seed) of ``metric`` against ``x_key``: the first seed solid and labelled
+    with the arm, the others dashed."""
+    seeds = sorted({r["seed"] for r in rows})
+    for arm in arms:
+        for j, seed in enumerate(seeds):
+            pts = sorted((r[x_key], r[metric]) for r in rows if r["arm"] == arm and r["seed"] == seed)
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
+                    label=arm if j == 0 else None, **line_style(arm))
+
+
 def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[float], title: str) -> Path:
     plt = pyplot()
     colors = arm_colors(arms)
@@ -26,14 +41,7 @@ def vs_l0(out: Path, rows: list[dict[str, Any]], arms: list[str], targets: list[
               ("ce_recovered_mean", "CE loss recovered (mean ablation)")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (metric, label) in zip(axes, panels):
-        for arm in arms:
-            for j, seed in enumerate(sorted({r["seed"] for r in rows})):
-                pts = sorted((r["l0"], r[metric]) for r in rows if r["arm"] == arm and r["seed"] == seed)
-                if not pts:
-                    continue
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
-                        label=arm if j == 0 else None, **line_style(arm))
+        seed_lines(ax, rows, arms, colors, "l0", metric)
         for t in targets:
             ax.axvline(t, color="grey", ls=":", lw=1)
         ax.set_xscale("log")
@@ -92,16 +100,8 @@ def curves_figure(cfg: Any, out_dir: str | Path | None = None) -> Path:
     panels = [("dead_fraction", "dead (held-out)"), ("rare_fraction_1e4", "firing < 1e-4 of tokens"),
               ("rare_fraction_1e5", "firing < 1e-5 of tokens")]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    seeds = sorted({r["seed"] for r in rows})
     for ax, (metric, label) in zip(axes, panels):
-        for arm in arms:
-            for j, seed in enumerate(seeds):
-                pts = sorted((r["tokens_seen"], r[metric]) for r in rows if r["arm"] == arm and r["seed"] == seed)
-                if not pts:
-                    continue
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="o", ms=4, color=colors[arm], ls="-" if j == 0 else "--",
-                        label=arm if j == 0 else None, **line_style(arm))
+        seed_lines(ax, rows, arms, colors, "tokens_seen", metric)
         ax.set_xscale("log")
         ax.set_xlabel("training tokens seen")
         ax.set_ylabel(label)

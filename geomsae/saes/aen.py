@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from geomsae.saes.adaptive import AdaptiveConfig, adaptive_weights, ramped_weights, update_ema_, warmup_factor
-from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEOutput, check_nonneg, mean_weighted_l1, sum_squares
+from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEOutput, check_nonneg
+from geomsae.saes.terms import mean_weighted_l1, sum_squares
 
 
 @dataclass

@@ -33,7 +33,8 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from geomsae.saes.sparse import decode_sparse, sparse_density_max, topk_sparse_wins
+from geomsae.saes.sparse import decode_sparse, sparse_wins
+from geomsae.saes.terms import column_norms
 
 
 class SAEOutput(NamedTuple):
@@ -98,46 +99,6 @@ def check_nonneg(name: str, value: float) -> None:
     """Raise if a hyper-parameter is negative or not finite."""
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} == {value!r}, must be a finite number >= 0")
-
-
-def mean_weighted_l1(z: Tensor, w: Tensor | None = None) -> Tensor:
-    """Mean over tokens of Σ_j w_j z_j for non-negative codes (|z_j| = z_j).
-
-    z (N, d_sae) → scalar, or (S, N, d_sae) → (S,); w (d_sae,) or (S, d_sae) or None (≡ 1).
-    Computed as Σ_j w_j (Σ_n z_nj) / N: one column sum over z instead of a (N, d_sae)
-    product, and its gradient wrt z is w/N broadcast (no (N, d_sae) tensor is written for it).
-    """
-    col = z.sum(-2)
-    return (col if w is None else col * w).sum(-1) / z.shape[-2]
-
-
-def column_norms(W: Tensor) -> Tensor:
-    """(…, d_sae) Euclidean norms of the columns of W (…, d_in, d_sae).
-
-    √(Σ_i W_ij²) through ``linalg.vecdot``: ``linalg.vector_norm(W, dim=-2)`` reduces along the
-    strided dimension and took 310 µs against 25 µs at (12, 64, 256) on CPU. Squared norms below
-    1e-30 are clamped there, so an all-zero column has norm 1e-15 and a zero (not NaN) gradient."""
-    return torch.linalg.vecdot(W, W, dim=-2).clamp_min(1e-30).sqrt()
-
-
-def sum_squares(z: Tensor) -> Tensor:
-    """Σ over tokens and latents of z²: z (N, d_sae) → scalar, (S, N, d_sae) → (S,).
-
-    As a squared 2-norm (one read of z, no (N, d_sae) z² written); its gradient 2z·g is the
-    same as that of ``z.pow(2).sum()``."""
-    return torch.linalg.vector_norm(z, dim=(-2, -1)).pow(2)
-
-
-DENSITY_ROWS = 256
-"""Rows of a batch's codes counted to estimate its density (counting all of a (4096, 4096)
-batch took ~37 ms, 5 % of a training step; 256 rows estimate a density of 0.1 to ±0.002)."""
-
-
-def _density(z: Tensor) -> float:
-    """Fraction of nonzero entries of z (…, N, d_sae), counted on its first DENSITY_ROWS rows
-    (per member of a stack)."""
-    head = z.detach()[..., :DENSITY_ROWS, :]
-    return int(torch.count_nonzero(head)) / max(1, head.numel())
 
 
 def per_token_scale(x: Tensor) -> Tensor:
@@ -275,25 +236,16 @@ class BaseSAE(nn.Module):
     def _sparse_path(self, z: Tensor, topk: int | None = None) -> bool:
         """Whether :meth:`forward` decodes ``z`` ((N, d_sae) or (S, N, d_sae)) sparsely.
 
-        ``topk`` is the number of (index, value) pairs per row of a TopK code, decoded
-        without a scan (:func:`geomsae.saes.sparse.topk_sparse_wins` decides); otherwise the
-        density of z is counted, only when the cost model could choose the sparse path at
-        this size (:func:`geomsae.saes.sparse.use_sparse_decode`)."""
+        'dense', an architecture whose activation passes gradient through zero codes, or
+        codes of another dtype than the decoder (bf16 under autocast) decode densely;
+        'sparse' decodes sparsely; 'auto' asks :func:`geomsae.saes.sparse.sparse_wins`
+        (``topk``: (index, value) pairs per row of a TopK code)."""
         impl = self.decoder_impl
         if impl == "dense" or not self.sparse_decode_ok or z.dtype != self.W_dec.dtype:
             return False  # e.g. bf16 codes under autocast against an fp32 decoder: dense
         if impl == "sparse":
             return True
-        if z.device.type != "cpu" or z.numel() == 0:
-            return False
-        d_sae = self.cfg.d_sae
-        batch = z.numel() // d_sae
-        if topk is not None:
-            return topk_sparse_wins(topk, self.cfg.d_in, d_sae, batch)
-        p_max = sparse_density_max(self.cfg.d_in, d_sae, batch)
-        if p_max <= 0.0:
-            return False
-        return _density(z) < p_max
+        return sparse_wins(z, self.cfg.d_in, topk)
 
     def _decode_codes(self, z: Tensor) -> Tensor:
         """(…, N, d_in) forward's decoder: :meth:`decode` or, by :attr:`decoder_impl`, the

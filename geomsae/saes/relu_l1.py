@@ -15,8 +15,8 @@ from geomsae.saes.base import (
     SAEConfig,
     SAEOutput,
     check_nonneg,
-    mean_weighted_l1,
 )
+from geomsae.saes.terms import mean_weighted_l1
 
 
 @dataclass
