@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geomsae._tensors import _tensor, _tokens
+from geomsae.tensor_checks import checked_tensor, checked_tokens
 
 __all__ = [
     "fvu", "explained_variance", "fvu_per_token_mean", "FVUAccumulator",
@@ -51,10 +51,10 @@ COLLAPSE_L0 = 0.5
 
 
 def _pair(x: Any, x_hat: Any) -> tuple[Tensor, Tensor]:
-    xs, xh = _tensor(x, "x"), _tensor(x_hat, "x_hat")
+    xs, xh = checked_tensor(x, "x"), checked_tensor(x_hat, "x_hat")
     if xs.shape != xh.shape:
         raise ValueError(f"x has shape {tuple(xs.shape)} but x_hat has shape {tuple(xh.shape)}")
-    return _tokens(xs, "x"), _tokens(xh, "x_hat")
+    return checked_tokens(xs, "x"), checked_tokens(xh, "x_hat")
 
 
 # --------------------------------------------------------------------------- FVU
@@ -159,7 +159,7 @@ class FVUAccumulator:
 # --------------------------------------------------------------------------- firing
 def l0(codes: Any) -> float:
     """Mean number of nonzero latents per token. codes: (N, d_sae)."""
-    c = _tokens(codes, "codes", dtype=None)
+    c = checked_tokens(codes, "codes", dtype=None)
     if c.shape[0] == 0:
         raise ValueError("codes has no tokens (N == 0)")
     return float((c != 0).sum(dtype=torch.float64) / c.shape[0])
@@ -171,12 +171,12 @@ def firing_counts(codes: Any) -> Tensor:
     :param codes: (N, d_sae).
     :returns: (d_sae,) int64 tensor, on the device of ``codes``.
     """
-    return (_tokens(codes, "codes", dtype=None) != 0).sum(0, dtype=torch.int64)
+    return (checked_tokens(codes, "codes", dtype=None) != 0).sum(0, dtype=torch.int64)
 
 
 def dead_fraction(counts: Any) -> float:
     """Share of latents with zero firings. counts: (d_sae,) firing counts (or frequencies)."""
-    c = _tensor(counts, "counts").reshape(-1)
+    c = checked_tensor(counts, "counts").reshape(-1)
     if c.numel() == 0:
         raise ValueError("counts is empty")
     return float((c == 0).double().mean())
@@ -187,7 +187,7 @@ def dense_fraction(freqs: Any, threshold: float = 0.1) -> float:
 
     :param freqs: (d_sae,) firing frequencies in [0, 1] (counts / N).
     """
-    f = _tensor(freqs, "freqs").reshape(-1)
+    f = checked_tensor(freqs, "freqs").reshape(-1)
     if f.numel() == 0:
         raise ValueError("freqs is empty")
     return float((f > threshold).double().mean())
@@ -210,7 +210,7 @@ def firing_histogram(freqs: Any, bins: int = 50, lo: float = -8.0) -> tuple[Tens
         raise ValueError(f"bins == {bins}, must be >= 1")
     if not lo < 0:
         raise ValueError(f"lo == {lo}, must be < 0 (log10 of a frequency)")
-    f = _tensor(freqs, "freqs").reshape(-1).cpu()
+    f = checked_tensor(freqs, "freqs").reshape(-1).cpu()
     if bool((f < 0).any()) or bool((f > 1).any()):
         raise ValueError("freqs must lie in [0, 1] (firing frequencies, not counts)")
     alive = f[f > 0]
@@ -249,7 +249,7 @@ class FiringTracker:
 
     def update(self, codes: Any) -> None:
         """Add a batch of codes (B, d_sae)."""
-        c = _tokens(codes, "codes", dtype=None)
+        c = checked_tokens(codes, "codes", dtype=None)
         if c.shape[1] != self.d_sae:
             raise ValueError(f"codes has shape {tuple(c.shape)}, expected (B, d_sae={self.d_sae})")
         fired = c != 0  # (B, d_sae)
@@ -290,7 +290,7 @@ def rms_norm(x: Any) -> float:
     The scale of the firing rule (:func:`fires`): centred, because b_dec models the mean.
     :param x: (N, d_in) activations, N ≥ 1; zero spread raises ValueError.
     """
-    xs = _tokens(x, "x")
+    xs = checked_tokens(x, "x")
     if xs.shape[0] == 0:
         raise ValueError("x has no tokens (N == 0)")
     v = float((xs - xs.mean(0)).pow(2).sum(-1).mean())
@@ -313,8 +313,8 @@ def fires(codes: Any, decoder_norms: Any, rms: float, rel: float = FIRE_REL) -> 
     :param rel: the relative threshold (:data:`FIRE_REL`), ≥ 0.
     :returns: (N, d_sae) bool, on the device of ``codes``.
     """
-    c = _tokens(codes, "codes", dtype=None)
-    n = _tensor(decoder_norms, "decoder_norms", dtype=c.dtype if c.is_floating_point() else torch.float64)
+    c = checked_tokens(codes, "codes", dtype=None)
+    n = checked_tensor(decoder_norms, "decoder_norms", dtype=c.dtype if c.is_floating_point() else torch.float64)
     n = n.reshape(-1).to(c.device)
     if n.shape[0] != c.shape[1]:
         raise ValueError(f"decoder_norms has {n.shape[0]} entries but codes has d_sae == {c.shape[1]}")
@@ -336,7 +336,7 @@ def rare_fraction(freqs: Any, threshold: float) -> float:
     """
     if not (math.isfinite(threshold) and 0 < threshold <= 1):
         raise ValueError(f"threshold == {threshold!r}, must be in (0, 1]")
-    f = _tensor(freqs, "freqs").reshape(-1)
+    f = checked_tensor(freqs, "freqs").reshape(-1)
     if f.numel() == 0:
         raise ValueError("freqs is empty")
     return float((f < threshold).double().mean())

@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from geomsae._tensors import _tensor, _tokens
+from geomsae.tensor_checks import checked_tensor, checked_tokens
 
 
 def cosine_matrix(D_true: Any, D_learned: Any) -> Tensor:
@@ -23,7 +23,7 @@ def cosine_matrix(D_true: Any, D_learned: Any) -> Tensor:
     :param D_learned: (d_in, n_learned) atoms as columns.
     :returns: (n_true, n_learned) float64 tensor C[i, j] = cos(D_true[:, i], D_learned[:, j]).
     """
-    a, b = _tensor(D_true, "D_true"), _tensor(D_learned, "D_learned")
+    a, b = checked_tensor(D_true, "D_true"), checked_tensor(D_learned, "D_learned")
     if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[0]:
         raise ValueError(
             f"D_true has shape {tuple(a.shape)} and D_learned has shape {tuple(b.shape)}; "
@@ -96,7 +96,7 @@ class CorrelationAccumulator:
 
     def update(self, z_true: Any, z_learned: Any) -> None:
         """Add a batch: z_true (B, n_true), z_learned (B, d_sae)."""
-        a, b = _tokens(z_true, "z_true"), _tokens(z_learned, "z_learned").to(torch.float64)
+        a, b = checked_tokens(z_true, "z_true"), checked_tokens(z_learned, "z_learned").to(torch.float64)
         b = b.to(a.device)
         if a.shape[0] != b.shape[0]:
             raise ValueError(f"z_true has {a.shape[0]} tokens but z_learned has {b.shape[0]}")
@@ -146,7 +146,7 @@ def mcc(corr: Any) -> float:
     :param corr: (n_true, d_sae) Pearson correlations of true and learned *activations*
         (:func:`correlation_matrix`, or :meth:`CorrelationAccumulator.value`).
     """
-    c = _tensor(corr, "corr").abs().cpu()
+    c = checked_tensor(corr, "corr").abs().cpu()
     if c.dim() != 2 or min(c.shape) == 0:
         raise ValueError(f"corr has shape {tuple(c.shape)}, must be (n_true, d_sae), both >= 1")
     rows, cols = linear_sum_assignment(c.numpy(), maximize=True)
@@ -165,7 +165,7 @@ def spike_only_dictionary(D_true: Any, n_atoms: int, seed: int = 0) -> Tensor:
     :param D_true: (d_in, n_true) atoms as columns; their mean must be nonzero.
     :returns: (d_in, n_atoms) float64 unit columns.
     """
-    D = _tensor(D_true, "D_true")
+    D = checked_tensor(D_true, "D_true")
     if D.dim() != 2:
         raise ValueError(f"D_true has shape {tuple(D.shape)}, must be (d_in, n_true)")
     if not (isinstance(n_atoms, int) and n_atoms >= 1):
@@ -208,7 +208,7 @@ def support_prf(z_true: Any, z_learned: Any, match: Any, tol: float = 0.0) -> di
     :param match: a :class:`Match` or any (true_idx, learned_idx, ...) sequence of (P,) indices.
     :param tol: magnitude threshold for membership of the support.
     """
-    zt, zl = _tensor(z_true, "z_true"), _tensor(z_learned, "z_learned")
+    zt, zl = checked_tensor(z_true, "z_true"), checked_tensor(z_learned, "z_learned")
     if zt.dim() != 2 or zl.dim() != 2 or zt.shape[0] != zl.shape[0]:
         raise ValueError(
             f"z_true has shape {tuple(zt.shape)} and z_learned has shape {tuple(zl.shape)}; "

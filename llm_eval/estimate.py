@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 
+from geomsae.study.cost import train_flops_per_token
 from llm_eval.config import PRESETS, LLMStarvationConfig
 
 D_IN = {"smollm2-135m": 576}
@@ -41,9 +42,9 @@ def rates(cfg: LLMStarvationConfig) -> tuple[float, float, str]:
         h = t.get("harvest_train", {}).get("tokens_per_s")
         if t.get("long_training"):  # SAE-tokens per second of each stack, averaged over the stacks
             lt = list(t["long_training"].values())
-            flops = sum(x["sae_tokens_per_s"] for x in lt) / len(lt) * 10 * _d_in(c) * c.d_sae
+            flops = sum(x["sae_tokens_per_s"] for x in lt) / len(lt) * train_flops_per_token(_d_in(c), c.d_sae)
         elif "training" in t:
-            flops = t["training"]["median_tokens_per_s"] * 10 * _d_in(c) * c.d_sae
+            flops = t["training"]["median_tokens_per_s"] * train_flops_per_token(_d_in(c), c.d_sae)
         else:
             flops = None
         if h and flops:
@@ -57,7 +58,7 @@ def estimate(cfg: LLMStarvationConfig) -> str:
 
     d_in = _d_in(cfg)
     harvest_rate, flops, src = rates(cfg)
-    per_tok = 10 * d_in * cfg.d_sae
+    per_tok = train_flops_per_token(d_in, cfg.d_sae)
     sw = sweep_config(cfg)
     n_sweep = len(sw.arms) * sw.sweep_points * len(sw.seeds) if any(a in cfg.curve_arms for a in sw.arms) else 0
     n_long = len(long_members(cfg, {a: 1.0 for a in cfg.curve_arms}))

@@ -48,6 +48,7 @@ import torch
 from geomsae.config_cli import parse_config as parse_dataclass
 from geomsae.study import ARMS, Cell, Member, Run, StudySettings, sweep, tables, train_and_evaluate, train_round
 from geomsae.study.arms import AEN_GRID, aen_grid_name
+from geomsae.study.cost import train_flops_per_token
 from geomsae.study.stack import train_config
 from synthetic.report import STUDY
 
@@ -293,7 +294,7 @@ def planned_flops(cfg: StarvationConfig) -> float:
     """FLOPs of training every SAE of ``cfg`` (the sweep's maximum): runs × steps × batch × 10·n·m (FACTS.md)."""
     n_runs = sum(len(set(cfg.topk_ks)) if ARMS[a].start is None else cfg.sweep_points for a in cfg.arms) * len(
         cfg.rhos) * len(cfg.seeds)
-    return float(n_runs) * cfg.steps * cfg.batch_size * 10.0 * cfg.n * cfg.m
+    return float(n_runs) * cfg.steps * cfg.batch_size * train_flops_per_token(cfg.n, cfg.m)
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argparse.Namespace]:

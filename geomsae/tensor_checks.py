@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 
-def _tensor(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
+def checked_tensor(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
     """Convert to a tensor (float64 unless ``dtype`` is None) and reject NaN/Inf."""
     t = a.detach() if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
     if dtype is not None:
@@ -19,9 +19,9 @@ def _tensor(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> 
     return t
 
 
-def _tokens(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
+def checked_tokens(a: Any, name: str, *, dtype: torch.dtype | None = torch.float64) -> Tensor:
     """(..., d) -> (N, d) float tensor; 1-D input is one token."""
-    t = _tensor(a, name, dtype=dtype)
+    t = checked_tensor(a, name, dtype=dtype)
     if t.dim() == 0:
         raise ValueError(f"{name} must have shape (N, d), got a scalar")
     return t.reshape(-1, t.shape[-1]) if t.dim() != 1 else t.reshape(1, -1)
