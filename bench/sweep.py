@@ -23,6 +23,7 @@ import time
 import torch
 
 from geomsae.commands.common import tune_malloc
+from geomsae.study.cost import train_flops_per_token
 from geomsae.train import TrainConfig, train
 from geomsae.train_stack import train_stack
 
@@ -43,7 +44,7 @@ def gemm_rate(n: int = 512, m: int = 4096, b: int = 4096, reps: int = 30) -> flo
 def quick(rate: float) -> None:
     n, m, batch, steps = 64, 256, 128, 400
     x = torch.randn(steps * batch, n)
-    roof = rate / (10 * n * m)
+    roof = rate / train_flops_per_token(n, m)
     tc = TrainConfig(steps=steps, batch_size=batch, progress=False, log_every=steps, checkpoint_every=0,
                      input_scale_tokens=4096, lr=1e-2)
     knobs = {"relu_l1": ("lam", [0.01, 0.02, 0.05, 0.1]), "aen": ("lam1", [0.002, 0.005, 0.01, 0.02]),
@@ -70,7 +71,7 @@ def quick(rate: float) -> None:
 
 def large(rate: float, timed: int = 6) -> None:
     n, m, batch, s = 512, 4096, 4096, 4
-    roof = rate / (10 * n * m)
+    roof = rate / train_flops_per_token(n, m)
     x = torch.randn((timed + 2) * batch, n)
     print(f"\nlarge: n {n}, m {m}, batch {batch}, a stack of {s}; dense roofline {roof:,.0f} SAE-tokens/s "
           f"(one token of one SAE costs 10·n·m FLOPs, stacked or not)")
