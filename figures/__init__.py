@@ -179,7 +179,8 @@ def _register_builtins() -> dict[str, str]:
             "copy of the summary", dict([llm_plots.CURVE_FIGURE])))
     else:
         REGISTRY.pop("llm_long", None)
-        skipped["llm_long"] = (f"{long_csv} is missing: run `python -m llm_eval.starvation --preset smollm2-long` "
+        shown = long_csv.relative_to(FIGURES_DIR.parent) if long_csv.is_relative_to(FIGURES_DIR.parent) else long_csv
+        skipped["llm_long"] = (f"{shown} is missing: run `python -m llm_eval.starvation --preset smollm2-long` "
                                "(hours on 2 CPU cores; --estimate-only prints the plan)")
     try:
         pc = importlib.import_module("proofs_check")
