@@ -69,6 +69,10 @@ class StarvationConfig(StudySettings):
     """Held-out evaluation tokens (same dictionary, fresh codes)."""
     workers: int = 2
     """Worker processes, each training whole stacks (one torch thread each); 1 runs in-process."""
+    float_jitter: float = 0.0
+    """Relative noise (times a seeded N(0, 1) per element) on the training activations, in [0, 1e-3]: 1e-6
+    is the size of the rounding differences between two machines' float kernels, so a rerun with it shows
+    which verdicts another machine could move (docs/method.md §7.4). 0: the data as generated."""
     out: str | None = None
     """Output folder; None means runs/starvation_<preset>."""
 
@@ -80,6 +84,8 @@ class StarvationConfig(StudySettings):
         super().__post_init__()
         if not self.k <= self.m:
             raise ValueError(f"k == {self.k}, must be in [1, m={self.m}]")
+        if not (isinstance(self.float_jitter, (int, float)) and 0.0 <= self.float_jitter <= 1e-3):
+            raise ValueError(f"float_jitter == {self.float_jitter!r}, must be a number in [0, 1e-3]")
         if not self.rhos or not all(0.0 <= r < 1.0 for r in self.rhos):
             raise ValueError(f"rhos == {self.rhos!r}, must be a non-empty list of numbers in [0, 1)")
         if not all(1 <= kk <= self.m for kk in self.topk_ks):
@@ -171,14 +177,22 @@ class Data(NamedTuple):
     """(n, m) true dictionary, atoms as columns."""
 
 
-def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int) -> Data:
-    """The spiked data of one (ρ, seed): the first n_train samples train, the rest evaluate."""
+def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int,
+              float_jitter: float = 0.0) -> Data:
+    """The spiked data of one (ρ, seed): the first n_train samples train, the rest evaluate.
+
+    ``float_jitter`` > 0 multiplies each training element by (1 + float_jitter·ε), ε ~ N(0, 1) drawn
+    from its own generator (seeded by ``seed``), so the held-out data and the truth are unchanged."""
     from synthetic.generators import spiked
 
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_train + n_eval, seed=seed)
     x = torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32))
     z_eval = d.codes[n_train:].toarray().astype(np.float32)
-    return Data(x[:n_train].clone(), x[n_train:].clone(), z_eval, d.dictionary)
+    x_train = x[:n_train].clone()
+    if float_jitter > 0:
+        eps = np.random.default_rng([seed, 0x6A17]).standard_normal(x_train.shape)
+        x_train = (x_train.double() * torch.from_numpy(1.0 + float_jitter * eps)).float()
+    return Data(x_train, x[n_train:].clone(), z_eval, d.dictionary)
 
 
 _CACHE: OrderedDict[tuple, Data] = OrderedDict()
@@ -187,7 +201,7 @@ _CACHE_BYTES = 1 << 30  # keep the newest cells' data up to 1 GiB per process (a
 
 def cell_data(cfg: StarvationConfig, rho: float, seed: int) -> Data:
     """:func:`make_data` of one cell, cached per process."""
-    key = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed)
+    key = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed, cfg.float_jitter)
     if key not in _CACHE:
         _CACHE[key] = make_data(*key)
         size = lambda d: d.x_train.nbytes + d.x_eval.nbytes + d.z_eval.nbytes
