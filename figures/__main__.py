@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from figures import FIGURES_DIR, build
+from figures import build
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
-    p.add_argument("--quick", action="store_true", help="quick presets (<= 10 min on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true",
+                   help="retrain everything at quick sizes (<= 10 min on 2 CPU cores) into figures/quick/")
     p.add_argument("--only", nargs="+", default=None, help="only these sources (e.g. starvation proofs_check)")
-    p.add_argument("--force", action="store_true", help="retrain even when a run with the same config exists")
-    p.add_argument("--out", default=str(FIGURES_DIR), help="output folder (default: the figures/ package folder)")
+    p.add_argument("--force", action="store_true",
+                   help="retrain even when a run or committed evidence with the same config exists (hours without --quick)")
+    p.add_argument("--out", default=None, help="output folder (default: figures/, or figures/quick/ with --quick)")
     args = p.parse_args(argv)
     built = build(args.out, quick=args.quick, only=args.only, force=args.force)
     for name, paths in built.items():

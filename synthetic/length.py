@@ -3,11 +3,14 @@
     for s in 400 1600 6400 12800; do python -m synthetic.starvation --preset length --steps $s --out runs/length_$s; done
     python -m synthetic.length runs/length_400 runs/length_1600 runs/length_6400 runs/length_12800 --out runs/length
 
-Reads each run folder's ``config.json`` (its steps) and ``verdicts.csv`` / ``results.csv`` (written by
-:func:`geomsae.study.write_report`), and writes ``length.md`` (per claim and length: comparisons by
-label, and the share of runs whose loss still fell by more than 1 % over the last 10 % of the
-steps) and ``length_verdicts.png`` (the share of each label against steps, one panel per claim).
-Nothing is trained here.
+Reads each run folder's ``config.json`` (its steps), ``verdicts.csv``, ``results.csv`` and
+``matched.csv`` (written by :func:`geomsae.study.write_report`), and writes ``length.md``: per claim
+and length, comparisons by label and the share of runs whose loss still fell by more than 1 % over
+the last 10 % of the steps; how the verdicts move from each length to the next
+(:func:`geomsae.study.agreement.agree`: same / soft / decisive / opposite, and the changes whose
+effect exceeds the minimum size at both lengths); and per arm the matched-L0 dead fraction and FVU
+(mean over ρ and targets) at each length. ``length_verdicts.png`` shows the share of each label
+against steps, one panel per claim. Nothing is trained here.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
+from geomsae.study.agreement import KINDS, agree
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
 from geomsae.study.verdicts import LABELS
@@ -32,8 +37,40 @@ def load(folder: Path) -> dict[str, Any]:
     rows = read_csv(folder / "results.csv")
     rel = [float(r.get("loss_rel_change", math.nan)) for r in rows]
     known = [v for v in rel if not math.isnan(v)]
-    return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"),
-            "unconverged": sum(v < UNCONVERGED for v in known) / len(known) if known else math.nan}
+    matched = read_csv(folder / "matched.csv") if (folder / "matched.csv").exists() else []
+    return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"), "matched": matched,
+            "folder": folder, "unconverged": sum(v < UNCONVERGED for v in known) / len(known) if known else math.nan}
+
+
+def moves(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: how the verdicts move from each length to the next (classes of geomsae.study.agreement)."""
+    body = []
+    for a, b in zip(runs, runs[1:]):
+        res = agree(a["verdicts"], b["verdicts"], ("rho",))
+        body.append([f"{a['steps']} → {b['steps']}", str(len(res["pairs"]))]
+                    + [str(res["counts"][k]) for k in KINDS] + [str(len(res["big_changes"]))])
+    return md_table(["steps", "comparisons", *KINDS, "changed with |effect| ≥ δ at both lengths"], body)
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def metrics(runs: list[dict[str, Any]], names: tuple[str, ...] = ("dead_fraction", "fvu")) -> list[str]:
+    """Markdown: per arm and metric, the matched-L0 mean at each length over the (ρ, target) cells that
+    have a value at every length (so each row compares the same cells); '–' where no cell is common."""
+    arms = list(dict.fromkeys(r["arm"] for run in runs for r in run["matched"]))
+    body = []
+    for arm in arms:
+        for name in names:
+            per = [{(r["rho"], r["l0_target"]): float(r[f"{name}_mean"]) for r in run["matched"]
+                    if r["arm"] == arm and not math.isnan(float(r[f"{name}_mean"]))} for run in runs]
+            common = set.intersection(*(set(d) for d in per))
+            vals = [_mean([d[c] for c in common]) for d in per]
+            body.append([arm, name, str(len(common))] + ["–" if math.isnan(v) else f"{v:.3f}" for v in vals])
+    return md_table(["arm", "metric at matched L0", "cells (ρ, target) common to all lengths",
+                     *[str(r["steps"]) for r in runs]], body)
 
 
 def table(runs: list[dict[str, Any]]) -> list[str]:
@@ -72,21 +109,35 @@ def figure(runs: list[dict[str, Any]], path: Path) -> Path:
     return save(fig, path)
 
 
+def write(folders: list[Path], out: Path) -> list[Path]:
+    """length.md and length_verdicts.png of the run folders (at least two lengths) into ``out``."""
+    runs = sorted((load(Path(f)) for f in folders), key=lambda r: r["steps"])
+    if len(runs) < 2:
+        raise ValueError(f"give at least two lengths, got {len(runs)}")
+    out.mkdir(parents=True, exist_ok=True)
+    span = runs[-1]["steps"] / runs[0]["steps"]
+    lines = ["# Verdicts against training length", "", f"{len(runs)} lengths spanning {span:g}× ("
+             + ", ".join(f"`{r['folder'].name}`" for r in runs) + "); 'runs not converged': loss_rel_change < "
+             f"{UNCONVERGED} (docs/method.md §7.5).", ""] + table(runs)
+    lines += ["", "## How the verdicts move from one length to the next", "",
+              "soft: one side underpowered or n/a; decisive: two different resolved labels; opposite: holds against "
+              "does not hold (docs/method.md §7.4).", ""] + moves(runs)
+    lines += ["", "## Matched-L0 metrics against length", ""] + metrics(runs)
+    (out / "length.md").write_text("\n".join(lines) + "\n")
+    return [out / "length.md", figure(runs, out / "length_verdicts.png")]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m synthetic.length", description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="run folders of synthetic.starvation --preset length")
     p.add_argument("--out", type=Path, default=Path("runs/length"), help="where length.md and the figure go")
     args = p.parse_args(argv)
-    runs = sorted((load(f) for f in args.folders), key=lambda r: r["steps"])
-    if len(runs) < 2:
-        raise SystemExit("give at least two lengths")
-    args.out.mkdir(parents=True, exist_ok=True)
-    span = runs[-1]["steps"] / runs[0]["steps"]
-    lines = ["# Verdicts against training length", "", f"{len(runs)} lengths spanning {span:g}×; "
-             f"'runs not converged': loss_rel_change < {UNCONVERGED} (docs/method.md §7.5).", ""] + table(runs)
-    (args.out / "length.md").write_text("\n".join(lines) + "\n")
-    figure(runs, args.out / "length_verdicts.png")
-    print(args.out / "length.md")
+    try:
+        paths = write(args.folders, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"synthetic.length: {e}", file=sys.stderr)
+        return 2
+    print(paths[0])
     return 0
 
 

@@ -50,20 +50,32 @@ def test_length_ablation_table_from_crafted_runs(tmp_path):
     from geomsae.study.tables import write_csv
     from synthetic import length
 
-    cols = ["claim", "verdict"]
-    for steps, verdicts, rel in ((400, ["holds", "underpowered", "n/a"], [-0.05, -0.002]),
-                                 (12800, ["holds", "holds", "equivalent"], [-0.001, 0.0])):
+    cols = ["claim", "metric", "rho", "l0_target", "other", "aen_advantage", "min_effect", "verdict"]
+    mcols = ["arm", "rho", "l0_target", "dead_fraction_mean", "fvu_mean"]
+    # comparisons vs topk at ρ 0 / 0.5 / 0.9: 400 → 12800 moves one soft (underpowered → holds, effects 0.03 and
+    # 0.05 ≥ δ 0.01 at both lengths) and one n/a → equivalent (soft, no effect at 400)
+    for steps, verdicts, effects, rel, dead in (
+            (400, ["holds", "underpowered", "n/a"], [0.05, 0.03, float("nan")], [-0.05, -0.002], (0.2, 0.4, "nan")),
+            (12800, ["holds", "holds", "equivalent"], [0.05, 0.05, 0.001], [-0.001, 0.0], (0.1, 0.3, 0.5))):
         d = tmp_path / f"length_{steps}"
         d.mkdir()
         (d / "config.json").write_text(json.dumps({"steps": steps}))
-        write_csv(d / "verdicts.csv", cols, [{"claim": "a", "verdict": v} for v in verdicts])
+        write_csv(d / "verdicts.csv", cols, [{"claim": "a", "metric": "dead_fraction", "rho": rho, "l0_target": 4,
+                                              "other": "topk", "aen_advantage": e, "min_effect": 0.01, "verdict": v}
+                                             for rho, v, e in zip((0.0, 0.5, 0.9), verdicts, effects)])
         write_csv(d / "results.csv", ["loss_rel_change"], [{"loss_rel_change": v} for v in rel])
+        write_csv(d / "matched.csv", mcols, [{"arm": "aen", "rho": rho, "l0_target": 4, "dead_fraction_mean": x,
+                                              "fvu_mean": 0.5} for rho, x in zip((0.0, 0.5, 0.9), dead)])
     assert length.main([str(tmp_path / "length_12800"), str(tmp_path / "length_400"), "--out", str(tmp_path / "o")]) == 0
     text = (tmp_path / "o" / "length.md").read_text()
     assert "2 lengths spanning 32×" in text
     assert "| (a) | 400 | 1 | 0 | 0 | 1 | 1 | 50 % |" in text  # one of two runs still falling by > 1 %
     assert "| (a) | 12800 | 2 | 0 | 1 | 0 | 0 | 0 % |" in text
+    assert "| 400 → 12800 | 3 | 1 | 2 | 0 | 0 | 1 |" in text
+    # the metric rows average only the cells known at both lengths (ρ 0 and 0.5): 0.3 → 0.2
+    assert "| aen | dead_fraction | 2 | 0.300 | 0.200 |" in text
     assert (tmp_path / "o" / "length_verdicts.png").exists()
+    assert length.main([str(tmp_path / "length_400"), "--out", str(tmp_path / "o")]) == 2
 
 
 def test_aen_grid_validation_run_and_tune_cli(tmp_path, capsys):

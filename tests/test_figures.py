@@ -54,3 +54,23 @@ def test_compare_arms_tiny(tmp_path):
     assert (out / compare_arms.FIGURE[0]).stat().st_size > 10_000
     table = (out / compare_arms.TABLE).read_text()
     assert "| support Jaccard, mean |" in table and "k = the L0 target" in table
+
+
+def test_quick_goes_to_its_own_folder_and_skips_the_length_ablation():
+    assert figures.default_out(True) == figures.FIGURES_DIR / "quick"
+    assert figures.default_out(False) == figures.FIGURES_DIR
+    assert figures.starvation_preset(True) == "quick" and figures.starvation_preset(False) == "standard"
+    skipped = figures._register_builtins(quick=True)
+    assert "length" in skipped and "length" not in figures.REGISTRY
+    figures._register_builtins(quick=False)
+    assert "length" in figures.REGISTRY
+
+
+def test_length_source_needs_two_committed_lengths(tmp_path, monkeypatch):
+    monkeypatch.setattr(figures, "DATA_DIR", tmp_path)
+    (tmp_path / "length_400").mkdir()
+    (tmp_path / "length_400" / "verdicts.csv").write_text("claim,verdict\n")
+    (tmp_path / "length_x").mkdir()  # not a length folder
+    assert figures.length_folders() == [tmp_path / "length_400"]
+    with pytest.raises(FileNotFoundError, match="fewer than 2 length runs"):
+        figures._length(tmp_path, quick=False)
