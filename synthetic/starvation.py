@@ -6,8 +6,8 @@
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
     python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, 5× longer
-    for s in 400 1600 6400 12800; do python -m synthetic.starvation --preset length --steps $s --out runs/length_$s; done
-    python -m synthetic.length runs/length_400 runs/length_1600 runs/length_6400 runs/length_12800
+    for s in 125 500 2000 4000; do python -m synthetic.starvation --preset length --steps $s --resample-every $((s/3+1)) --out runs/length_$s; done
+    python -m synthetic.length runs/length_125 runs/length_500 runs/length_2000 runs/length_4000
     python -m synthetic.starvation --preset authors --rhos 0.3 0.9  # the authors' table rows, their length (CPU: long)
     python -m synthetic.starvation --preset authors-gpu           # the whole authors' table on one GPU
 
@@ -113,9 +113,10 @@ PRESETS: dict[str, StarvationConfig] = {
     # 0.635 s ≈ 87 min on 2 cores (111 → 69 TFLOP; 14 min at the 85 GFLOP/s roofline). Check with the length
     # ablation that 2000 steps is converged before committing its verdicts.
     "standard": StarvationConfig(preset="standard", seeds=(0, 1, 2, 3, 4), steps=2000, resample_every=667),
-    # Length ablation (issue 12 item 4): run with --steps 400 / 1600 / 6400 / 12800 and --out runs/length_<steps>,
-    # then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds × 6 points = 324 SAEs per length; planned at the
-    # roofline 324 × steps × 128 × 163,840 FLOPs / 85e9: 0.5 / 2.1 / 8.5 / 17 min (×~6 at the quick efficiency).
+    # Length ablation (issue 12 item 4): run with --steps 125 / 500 / 2000 / 4000 (a 32× span that holds the standard
+    # length and its doubling) and --out runs/length_<steps>, then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds ×
+    # 6 points = 324 SAEs per length; measured on 2 shared cores: 125 steps 93 s, 500 steps ≈ 4 min (see each run's
+    # timing.json).
     "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
                                rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
     # AEN tuned within the authors' grid (issue 12 item 5): the 12 grid arms at ρ 0.9 on the validation draw
