@@ -95,6 +95,9 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
         copy_evidence(evidence, run)
         starvation.report(cfg)
     else:
+        if (run / "results.csv").exists():  # another config's (or --force): keep it, train into a fresh folder
+            aside = _set_aside(run)
+            print(f"figures: moved the earlier {run} to {aside}", file=sys.stderr)
         if not quick:
             est = starvation.planned_flops(cfg) / 85e9 / 3600
             print(f"figures: training the {cfg.preset} preset ({est:.1f} h at the roofline, about 6x that on 2 "
@@ -110,6 +113,15 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
     elif run.resolve() != evidence.resolve():
         copy_evidence(run, evidence)
     return out
+
+
+def _set_aside(folder: Path) -> Path:
+    """Rename ``folder`` to the first free ``<name>.replaced-<n>`` beside it (nothing computed is deleted)."""
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.replaced-{n}")).exists():
+        n += 1
+    folder.rename(aside)
+    return aside
 
 
 LENGTH_FIGURES = {"length_verdicts.png": "Length ablation: share of each verdict label among the defined comparisons "

@@ -249,29 +249,49 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
 
 
 # --------------------------------------------------------------------------- the whole benchmark
+def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:
+    """The runs already in ``out`` (results.csv + firing_hist.csv, written after every stack) when its
+    config.json is ``cfg_json``; {} for a fresh folder. Raises FileExistsError when ``out`` holds runs of
+    another config, so a run never mixes with, or overwrites, a different design's results."""
+    if not (out / "results.csv").exists():
+        return {}
+    saved = out / "config.json"
+    if not saved.exists() or json.loads(saved.read_text()) != json.loads(cfg_json):
+        raise FileExistsError(f"{out} holds the results of another configuration ({saved}); give another --out "
+                              "or remove that folder")
+    known = tables.load_runs(out, CELL_KEYS)
+    print(f"synthetic.starvation: resuming {out}: {len(known)} SAEs already trained", file=sys.stderr)
+    return known
+
+
 def run(cfg: StarvationConfig) -> Path:
     """Sweep every cell in rounds, write the CSVs, then the report and figures; returns the folder."""
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    cfg_json = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
+    known = resume_rows(out, cfg_json)
+    (out / "config.json").write_text(cfg_json)
     cells = [Cell(a, (float(r),), s) for r in cfg.rhos for s in cfg.seeds for a in cfg.arms]
     t0 = time.perf_counter()
     stack_sizes: list[int] = []
+    saved = dict(known)
 
     def done(stack: list[Member], runs: list[Run]) -> None:
         stack_sizes.append(len(stack))
         l0 = [r.row["l0"] for r in runs]
         print(f"  stack of {len(stack)} {ARMS[stack[0].arm].arch} SAEs: L0 {min(l0):.2f}..{max(l0):.2f} "
               f"({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        saved.update({r.member.key: (r.row, r.hist) for r in runs})  # every finished stack is on disk at once
+        tables.write_runs(out, saved, result_columns(cfg), CELL_KEYS, cfg.arms)
 
     job = partial(train_stack_job, cfg)
     runs = sweep(cfg, cells, lambda ms: train_round(ms, job, stack_size=cfg.stack_size, workers=cfg.workers,
-                                                    on_stack=done))
+                                                    on_stack=done), known=known)
     wall = time.perf_counter() - t0
     tables.write_runs(out, {r.member.key: (r.row, r.hist) for r in runs}, result_columns(cfg), CELL_KEYS, cfg.arms)
     (out / "timing.json").write_text(json.dumps({
         "wall_s": round(wall, 1), "runs": len(runs), "workers": cfg.workers, "stacks": len(stack_sizes),
-        "largest_stack": max(stack_sizes), "mean_run_s": round(sum(r.row["train_time_s"] for r in runs) / len(runs), 3)},
+        "largest_stack": max(stack_sizes, default=0), "resumed_runs": len(known), "mean_run_s": round(sum(r.row["train_time_s"] for r in runs) / len(runs), 3)},
         indent=2) + "\n")
     report(cfg)
     print(f"synthetic.starvation: {len(runs)} runs in {len(stack_sizes)} stacks, {wall:.0f}s -> {out}", file=sys.stderr)

@@ -74,3 +74,13 @@ def test_length_source_needs_two_committed_lengths(tmp_path, monkeypatch):
     assert figures.length_folders() == [tmp_path / "length_400"]
     with pytest.raises(FileNotFoundError, match="fewer than 2 length runs"):
         figures._length(tmp_path, quick=False)
+
+
+def test_set_aside_never_overwrites(tmp_path):
+    run = tmp_path / "starvation_quick"
+    for i in range(2):
+        run.mkdir()
+        (run / "results.csv").write_text(f"run {i}\n")
+        assert figures._set_aside(run) == tmp_path / f"starvation_quick.replaced-{i + 1}"
+    assert (tmp_path / "starvation_quick.replaced-1" / "results.csv").read_text() == "run 0\n"
+    assert not run.exists()

@@ -169,3 +169,37 @@ def test_config_cli_and_checks():
         StarvationConfig(rhos=(1.0,))
     with pytest.raises(ValueError, match="eval_windows"):
         StarvationConfig(n_eval=100, eval_windows=(1000,))
+
+
+def test_killed_run_resumes_from_its_finished_stacks(tiny_run, tmp_path, monkeypatch):
+    cfg, out = tiny_run
+    job, calls = starvation.train_stack_job, []
+
+    def dies_after_two(c, stack):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        calls.append(len(stack))
+        return job(c, stack)
+
+    monkeypatch.setattr(starvation, "train_stack_job", dies_after_two)
+    cfg2 = dataclasses.replace(cfg, out=str(tmp_path / "r"))
+    with pytest.raises(KeyboardInterrupt):
+        starvation.run(cfg2)
+    done_before = len(_rows(tmp_path / "r" / "results.csv"))
+    assert done_before == sum(calls) > 0  # both finished stacks are on disk, nothing else
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+    counted = []
+    monkeypatch.setattr(starvation, "train_stack_job", lambda c, stack: counted.append(len(stack)) or job(c, stack))
+    starvation.run(cfg2)
+    total = len(_rows(out / "results.csv"))
+    assert sum(counted) == total - done_before  # only the missing SAEs were trained again
+    assert _without(tmp_path / "r" / "results.csv", {"train_time_s"}) == _without(out / "results.csv", {"train_time_s"})
+    assert (tmp_path / "r" / "matched.csv").read_bytes() == (out / "matched.csv").read_bytes()
+
+
+def test_run_refuses_a_folder_of_another_config(tiny_run, tmp_path):
+    cfg, out = tiny_run
+    other = dataclasses.replace(cfg, out=str(out), steps=cfg.steps + 1)
+    with pytest.raises(FileExistsError, match="another configuration"):
+        starvation.run(other)
+    assert json.loads((out / "config.json").read_text())["steps"] == cfg.steps  # untouched

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,15 @@ def write_csv(path: str | Path, columns: Sequence[str], rows: Iterable[dict[str,
     that predates the column) instead of raising KeyError.
     """
     path = Path(path)
-    with open(path, "w", newline="") as f:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:  # written whole, then renamed: a kill never leaves a torn table
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         for r in rows:
             w.writerow([fmt(r.get(c, math.nan) if fill_missing else r[c]) for c in columns])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
     return path
 
 
