@@ -68,8 +68,10 @@ def starvation_preset(quick: bool) -> str:
 def _same_config(folder: Path, cfg_dict: dict) -> bool:
     import json
 
+    from synthetic.starvation import same_config
+
     saved = folder / "config.json"
-    return saved.exists() and (folder / "results.csv").exists() and json.loads(saved.read_text()) == cfg_dict
+    return saved.exists() and (folder / "results.csv").exists() and same_config(json.loads(saved.read_text()), cfg_dict)
 
 
 def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:

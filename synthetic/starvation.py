@@ -249,6 +249,16 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
 
 
 # --------------------------------------------------------------------------- the whole benchmark
+def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved config.json describes the run ``current`` (both as JSON dicts). A field the saved
+    config lacks (it predates the field) counts as that field's default, which reproduces the older
+    behaviour; any other difference, or a saved field unknown now, makes them different."""
+    defaults = json.loads(json.dumps(dataclasses.asdict(StarvationConfig())))
+    if set(saved) - set(current):
+        return False
+    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items())
+
+
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:
     """The runs already in ``out`` (results.csv + firing_hist.csv, written after every stack) when its
     config.json is ``cfg_json``; {} for a fresh folder. Raises FileExistsError when ``out`` holds runs of
@@ -256,7 +266,7 @@ def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], l
     if not (out / "results.csv").exists():
         return {}
     saved = out / "config.json"
-    if not saved.exists() or json.loads(saved.read_text()) != json.loads(cfg_json):
+    if not saved.exists() or not same_config(json.loads(saved.read_text()), json.loads(cfg_json)):
         raise FileExistsError(f"{out} holds the results of another configuration ({saved}); give another --out "
                               "or remove that folder")
     known = tables.load_runs(out, CELL_KEYS)

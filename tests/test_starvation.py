@@ -203,3 +203,12 @@ def test_run_refuses_a_folder_of_another_config(tiny_run, tmp_path):
     with pytest.raises(FileExistsError, match="another configuration"):
         starvation.run(other)
     assert json.loads((out / "config.json").read_text())["steps"] == cfg.steps  # untouched
+
+
+def test_same_config_reads_missing_fields_as_their_defaults():
+    cur = json.loads(json.dumps(dataclasses.asdict(PRESETS["standard"])))
+    old = {k: v for k, v in cur.items() if k != "float_jitter"}  # a config.json written before the field existed
+    assert starvation.same_config(old, cur)
+    assert not starvation.same_config(old, {**cur, "float_jitter": 1e-6})
+    assert not starvation.same_config({**cur, "steps": 1}, cur)
+    assert not starvation.same_config({**cur, "retired_field": 1}, cur)
