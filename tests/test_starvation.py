@@ -148,12 +148,18 @@ def test_matched_table_mean_std():
 
 def test_claim_d_flips_direction():
     seeds = [dict(rho=0.5, l0_target=4.0, seed=sd, status="ok", arm=arm, dead_fraction=dead + 0.001 * sd,
-                  recovery_rate=0.5 + 0.001 * sd, shrinkage=0.1, mcc=0.5)
-             for sd in range(3) for arm, dead in (("aen", 0.0), ("en", 0.5))]  # EN starves much more
+                  recovery_rate=0.5 + 0.001 * sd, shrinkage=0.1, mcc=0.5, fvu=fvu + 0.001 * sd)
+             for sd in range(3) for arm, dead, fvu in (("aen", 0.0, 0.31), ("en", 0.5, 0.30))]  # EN starves much more
     comps = verdicts.comparisons(seeds, report.CLAIMS, ("rho",))
     a = next(c for c in comps if c["claim"] == "a")
     d = next(c for c in comps if c["claim"] == "d" and c["metric"] == "dead_fraction")
     assert a["verdict"] == "holds" and d["verdict"] == "does not hold"
+    # (e) non-inferiority: AEN's FVU 0.01 worse, inside the 0.02 margin -> holds; 0.05 worse -> does not hold
+    e = next(c for c in comps if c["claim"] == "e")
+    assert e["verdict"] == "holds" and abs(e["aen_advantage"] + 0.01) < 1e-9
+    worse = [dict(r, fvu=r["fvu"] + 0.04) if r["arm"] == "aen" else r for r in seeds]
+    e2 = next(c for c in verdicts.comparisons(worse, report.CLAIMS, ("rho",)) if c["claim"] == "e")
+    assert e2["verdict"] == "does not hold"
     d_rec = next(c for c in comps if c["claim"] == "d" and c["metric"] == "recovery_rate")
     assert d_rec["outcome"] == "equivalent" and d_rec["verdict"] == "holds"  # EN recovers as many: (d) holds there
 
