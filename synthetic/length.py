@@ -91,9 +91,14 @@ def figure(runs: list[dict[str, Any]], path: Path) -> Path:
 
     plt = pyplot()
     claims = list(dict.fromkeys(v["claim"] for r in runs for v in r["verdicts"]))
-    fig, axes = plt.subplots(1, len(claims), figsize=(3.2 * len(claims), 3.0), squeeze=False)
+    ncols = min(3, len(claims))
+    nrows = math.ceil(len(claims) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
     steps = [r["steps"] for r in runs]
-    for ax, cid in zip(axes[0], claims):
+    flat = list(axes.flat)
+    for ax in flat[len(claims):]:
+        ax.set_visible(False)
+    for ax, cid in zip(flat, claims):
         for lab in LABELS[:-1]:
             share = []
             for r in runs:
@@ -101,11 +106,14 @@ def figure(runs: list[dict[str, Any]], path: Path) -> Path:
                 share.append(labs.count(lab) / len(labs) if labs else math.nan)
             ax.plot(steps, share, marker="o", label=lab)
         ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(steps, [str(x) for x in steps])
         ax.set_title(f"({cid})")
         ax.set_xlabel("training steps")
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("share of comparisons")
-    axes[0][-1].legend(fontsize=7)
+    for row in axes:
+        row[0].set_ylabel("share of defined comparisons")
+    flat[0].legend(fontsize=7)
     return save(fig, path)
 
 
