@@ -176,6 +176,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                                      keep=cfg.keep_checkpoints)
 
     clip = (lambda: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
+    forward = torch.compile(sae) if cfg.compile else sae  # parameters shared with sae: Adam updates them
     check_each_step = device.type == "cpu"  # a host sync costs nothing on CPU
     bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
     log = open(out / METRICS_FILE, "a") if out is not None else None
@@ -199,7 +200,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with autocast(cfg.autocast, device):
-                    out_ = sae(x)
+                    out_ = forward(x)
                     lo = sae.loss(x, out_)
                 lo_g, x_g, out_g = lo, x, out_
                 if ctx is not None:  # the global batch's loss terms and outputs, the same on every rank
