@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from geomsae import checkpoint as ckpt
+from geomsae import distributed
 from geomsae.data import ActivationSource, open_source
 from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
 from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
@@ -102,7 +103,11 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
     """
     cfg = cfg or TrainConfig()
     src: ActivationSource = open_source(source)
-    device = resolve_device(cfg.device)
+    ctx = distributed.context()  # None unless launched by torchrun with more than one process
+    if ctx is not None:
+        ctx.local_batch(cfg.batch_size)
+        src = distributed.shard_source(src, ctx)
+    device = resolve_device(distributed.local_device(cfg.device))
     out = Path(cfg.out) if cfg.out is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs cfg.out (the folder holding the checkpoints)")
@@ -111,6 +116,8 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
         raise ValueError(f"out folder {str(out)!r} already holds a run: pass resume=True or choose another folder")
     if resume and last is None:
         print(f"geomsae train: no checkpoint in {str(out)!r}, starting afresh", file=sys.stderr)
+    if ctx is not None:
+        ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
 
     with deterministic(cfg.deterministic):
         if last is not None:
@@ -123,6 +130,9 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
         if model.cfg.d_in != src.d_in:
             raise ValueError(f"the SAE has d_in == {model.cfg.d_in} but the activations have d_in == {src.d_in}")
         params = [p for p in model.parameters() if p.requires_grad]
+        if ctx is not None:
+            ctx.broadcast_(model)
+            ctx.average_grads(params)
         opt = make_adam(params, cfg)
         step, tokens, scale = 0, 0, 1.0
         if last is not None:
@@ -130,17 +140,23 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
             step, tokens, scale = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
         else:
             torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
-        return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback)
+        return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx)
 
 
 def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: ActivationSource, cfg: TrainConfig,
          device: torch.device, out: Path | None, step: int, tokens: int, scale: float, fresh: bool,
-         callback: Callable[[int, dict[str, Any] | None], None] | None) -> TrainResult:
+         callback: Callable[[int, dict[str, Any] | None], None] | None,
+         ctx: distributed.Context | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     per_token = sae.cfg.input_norm == "per_token"
     need_stats = fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean")
-    it, msq, mean = open_stream(src, cfg, step, stats=need_stats, per_token=per_token)
+    it, msq, mean = open_stream(src, ctx.local_cfg(cfg) if ctx else cfg, step, stats=need_stats, per_token=per_token)
+    if need_stats and ctx is not None:  # the ranks' estimates averaged
+        msq, mean = float(ctx.mean(torch.tensor(msq, dtype=torch.float64))), ctx.mean(mean)
+    main = ctx is None or ctx.is_main
+    if not main:
+        out = None  # rank 0 alone writes
     if need_stats:
         if cfg.input_norm == "dataset":
             scale = math.sqrt(src.d_in / msq)
@@ -160,8 +176,9 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                                      keep=cfg.keep_checkpoints)
 
     clip = (lambda: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
+    forward = torch.compile(sae) if cfg.compile else sae  # parameters shared with sae: Adam updates them
     check_each_step = device.type == "cpu"  # a host sync costs nothing on CPU
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
     log = open(out / METRICS_FILE, "a") if out is not None else None
     rec: dict[str, Any] = {}
     window = LossWindow(cfg.steps)
@@ -183,19 +200,22 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with autocast(cfg.autocast, device):
-                    out_ = sae(x)
+                    out_ = forward(x)
                     lo = sae.loss(x, out_)
-                if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss)):
-                    _diverged(step, lo, lr, save, check_each_step, out)
-                window.add(step, lo.loss)
+                lo_g, x_g, out_g = lo, x, out_
+                if ctx is not None:  # the global batch's loss terms and outputs, the same on every rank
+                    lo_g, (x_g, out_g) = ctx.mean_loss(lo), ctx.gather(x, out_)
+                if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo_g.loss)):
+                    _diverged(step, lo_g, lr, save, check_each_step, out)
+                window.add(step, lo_g.loss)
                 mid_step = True
-                sae_update(sae, opt, lo.loss, clip, x, out_)
+                sae_update(sae, opt, lo.loss, clip, x_g, out_g)
                 step += 1
-                tokens += x.shape[0]
+                tokens += x_g.shape[0]
                 mid_step = False
                 logged = None
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
-                    rec = logged = step_record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)
+                    rec = logged = step_record(step, tokens, lr, x_g, out_g, lo_g, sae, cfg, t0, tokens0)
                     if step == cfg.steps:  # the last record carries the convergence columns
                         rec.update(window.summary())
                     bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}",
@@ -206,7 +226,7 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     save(step)
                 bar.update(1)
-                out_ = lo = None  # free the (B, d_sae) tensors before the next forward
+                out_ = lo = out_g = lo_g = x_g = None  # free the (B, d_sae) tensors before the next forward
                 if callback is not None:
                     callback(step, logged)
     except KeyboardInterrupt:

@@ -257,6 +257,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
             on_eval(at, tokens, saes)
 
     clip = (lambda: clip_members_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
+    forward = torch.compile(stack) if cfg.compile else stack  # parameters shared with the stack
     check_each_step = device.type == "cpu"
     bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
                desc=f"{n} x {stack.arch}")
@@ -285,7 +286,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                 for g in opt.param_groups:
                     g["lr"] = lr
                 with autocast(cfg.autocast, device):
-                    out_ = stack(x)
+                    out_ = forward(x)
                     lo = stack.loss(x, out_)
                 if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss).all()):
                     _diverged(step, lo, lr, save, check_each_step)

@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as exc:
         print(f"geomsae train: error: {exc}", file=sys.stderr)
         return 3
+    if result.out is None:  # a rank > 0 of a data-parallel run (torchrun): rank 0 saves and reports
+        return 0
     m = result.metrics
     summary = {k: m[k] for k in ("step", "tokens", "loss", "fvu", "l0", "dead_fraction") if k in m}
     print(f"geomsae train: saved {str(result.out)!r} (input scale {result.input_scale:.6g}); last batch: "
