@@ -43,7 +43,7 @@ _COMMON = ("d_in", "d_sae", "input_norm")
 
 @dataclass
 class ExportConfig:
-    """Options of ``geomsae export`` (and :func:`export_sae`)."""
+    """Options of ``geomsae export``."""
 
     format: Literal["saelens", "sparsify"] = "saelens"
     """Target: 'saelens' (SAELens v6 SAE.load_from_disk; every architecture) or 'sparsify'
@@ -56,7 +56,7 @@ class ExportConfig:
 
 @dataclass
 class ImportConfig:
-    """Options of ``geomsae import`` (and :func:`import_sae`)."""
+    """Options of ``geomsae import``."""
 
     format: Literal["auto", "saelens", "sparsify"] = "auto"
     """Folder format: 'saelens' (cfg.json + sae_weights.safetensors), 'sparsify' (cfg.json +
@@ -129,7 +129,10 @@ def read_foreign(path: str | os.PathLike, cfg: ImportConfig | None = None) -> tu
     if isinstance(block, dict) and block.get("format") == EXPORT_FORMAT:
         if cfg.l1_coefficient is not None:
             raise ValueError(f"{str(path)!r} was exported by geomsae and records its own penalty: drop --l1-coefficient")
-        return _from_block(path, raw, block), {**info, "exported_by_geomsae": True, "penalty_known": True}
+        sae, restored = _from_block(path, raw, block)
+        # without the sidecar (e.g. the folder re-saved by SAELens) the adaptive weights' EMA is lost
+        known = restored or sae.arch not in ("aen", "adaptive_lasso")
+        return sae, {**info, "exported_by_geomsae": True, "state_restored": restored, "penalty_known": known}
     arch = FOREIGN_ARCH[raw.kind]
     if cfg.l1_coefficient is not None and arch != "relu_l1":
         raise ValueError(f"l1_coefficient is for SAELens 'standard' (ReLU) SAEs; {str(path)!r} holds a {raw.kind} SAE")
@@ -140,16 +143,18 @@ def read_foreign(path: str | os.PathLike, cfg: ImportConfig | None = None) -> tu
     return from_raw(raw, arch, fields), {**info, "exported_by_geomsae": False, "penalty_known": known}
 
 
-def _from_block(path: Path, raw: RawSAE, block: dict[str, Any]) -> Any:
+def _from_block(path: Path, raw: RawSAE, block: dict[str, Any]) -> tuple[Any, bool]:
+    """(the SAE a geomsae export describes, whether its sidecar state was there to restore)."""
     arch, fields, s = block.get("arch"), block.get("cfg"), block.get("input_scale")
     if INFERENCE.get(arch) != raw.kind or not isinstance(fields, dict):
         raise ValueError(f"{str(path)!r}: its geomsae block names arch {arch!r}, which does not compute "
                          f"the folder's {raw.kind!r} inference")
     if block.get("state_file") not in (None, STATE_FILE):  # never a path outside the folder
         raise ValueError(f"{str(path)!r}: state_file == {block['state_file']!r}, must be {STATE_FILE!r} or null")
-    state = read_tensors(path / STATE_FILE) if block.get("state_file") else None
+    has_state = bool(block.get("state_file")) and (path / STATE_FILE).is_file()
+    state = read_tensors(path / STATE_FILE) if has_state else None
     fields = {k: v for k, v in fields.items() if k not in _COMMON}
-    return from_raw(raw, arch, fields, s=s, state=state)
+    return from_raw(raw, arch, fields, s=s, state=state), has_state or not block.get("state_file")
 
 
 def import_sae(path: str | os.PathLike, out: str | os.PathLike, cfg: ImportConfig | None = None) -> Path:
