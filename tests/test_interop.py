@@ -14,7 +14,13 @@ from safetensors.numpy import load_file, save_file
 
 from geomsae.checkpoint import load_sae, read_cfg, save_sae
 from geomsae.cli import main
-from geomsae.interop import ExportConfig, ImportConfig, export_sae, import_sae, read_foreign
+from geomsae.interop import (
+    ExportConfig,
+    ImportConfig,
+    export_sae,
+    import_sae,
+    read_foreign,
+)
 from geomsae.saes import ARCHS, fold_input_scale, make
 
 D_IN, D_SAE, S = 12, 40, 2.5

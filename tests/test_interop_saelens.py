@@ -12,7 +12,7 @@ from geomsae.saes import ARCHS
 
 sae_lens = pytest.importorskip("sae_lens")
 
-from tests.test_interop import S, raw_x, trained_like  # noqa: E402
+from tests.test_interop import S, raw_x, trained_like
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))

@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     out = import_sae(args.src, args.out, args.cfg)
     sae, info = load_sae(out), read_cfg(out)["imported_from"]
     how = "exported by geomsae" if info["exported_by_geomsae"] else f"a {info['format']} {info['kind']} SAE"
-    note = "" if info.get("state_restored", True) else f" ({STATE_FILE} missing: step counters{' and adaptive weights' if sae.arch in ('aen', 'adaptive_lasso') else ''} not restored)"
+    note = ""
+    if not info.get("state_restored", True):
+        lost = "step counters" + (" and adaptive weights" if sae.arch in ("aen", "adaptive_lasso") else "")
+        note = f" ({STATE_FILE} missing: {lost} not restored)"
     if not info["penalty_known"]:
         note += "; penalty unknown: geomsae compare will calibrate λ1 to its L0"
     print(f"wrote {out}: {sae.arch} d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae} from {how}{note}")

@@ -170,4 +170,4 @@ def import_sae(path: str | os.PathLike, out: str | os.PathLike, cfg: ImportConfi
     return out
 
 
-__all__ = ["ExportConfig", "ImportConfig", "export_sae", "import_sae", "read_foreign", "FOREIGN_ARCH"]
+__all__ = ["FOREIGN_ARCH", "ExportConfig", "ImportConfig", "export_sae", "import_sae", "read_foreign"]

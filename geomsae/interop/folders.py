@@ -76,7 +76,7 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
         raise FileNotFoundError(f"{str(path)!r} does not exist")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     except Exception as exc:  # safetensors raises its own error type on a bad header
         raise ValueError(f"{str(path)!r} is not a readable safetensors file: {exc}") from exc
 
@@ -93,7 +93,8 @@ def read_json(path: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{str(path)!r} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
-        raise ValueError(f"{str(path)!r} holds a JSON {type(doc).__name__}, must be an object")
+        # bad file content: a ValueError, which the command line ends with exit 2 like every input error
+        raise ValueError(f"{str(path)!r} holds a JSON {type(doc).__name__}, must be an object")  # noqa: TRY004
     return doc
 
 

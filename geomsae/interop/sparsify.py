@@ -18,7 +18,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from geomsae.interop.folders import expect_tensors, positive_int, read_json, read_tensors, write_json, write_tensors
+from geomsae.interop.folders import (
+    expect_tensors,
+    positive_int,
+    read_json,
+    read_tensors,
+    write_json,
+    write_tensors,
+)
 from geomsae.interop.raw import RawSAE
 
 CFG_FILE = "cfg.json"
