@@ -412,3 +412,19 @@ def test_run_labels_tell_apart_folders_of_the_same_name(tmp_path):
         ["a/run", "b/run", "solo"]
     assert run_labels([tmp_path / "p" / "q" / "run", tmp_path / "r" / "q" / "run"]) == ["p/q/run", "r/q/run"]
     assert run_labels([tmp_path / "run", tmp_path / "run" / ".." / "run"]) == ["run", "run#2"]
+
+
+def test_bfloat16_saelens_folder_imports_as_float32(tmp_path):
+    from safetensors.torch import save_file as save_torch
+
+    w = _foreign_weights("jumprelu", np.random.default_rng(7))
+    folder = _write_saelens(tmp_path / "sl", "jumprelu", w, dtype="bfloat16")
+    save_torch({k: torch.tensor(v).to(torch.bfloat16) for k, v in w.items()}, str(folder / "sae_weights.safetensors"))
+    sae = load_sae(import_sae(folder, tmp_path / "g")).eval()
+    assert sae.W_enc.dtype == torch.float32
+    wb = {k: torch.tensor(v).to(torch.bfloat16).double().numpy() for k, v in w.items()}
+    x = np.random.default_rng(8).standard_normal((32, D_IN))
+    z_ref, x_ref = _reference(folder, x, wb, {"architecture": "jumprelu"})
+    with torch.no_grad():
+        out = sae(torch.tensor(x, dtype=torch.float32))
+    np.testing.assert_allclose(out.x_hat.double().numpy(), x_ref, atol=1e-5, rtol=1e-4)
