@@ -21,6 +21,8 @@ COMMANDS = {
     "eval": "evaluate",
     "compare": "compare",
     "harvest": "harvest",
+    "export": "export",
+    "import": "import_sae",
 }
 
 

@@ -55,6 +55,9 @@ class CompareConfig:
     """Seed of the perturbation directions."""
     out: str | None = None
     """Output folder for report.json, report.md and report.html (default: RUN/compare)."""
+    calibrate: bool = False
+    """Solve the non-negative lasso with λ1 calibrated to the encoder's L0 for every SAE, also one
+    with an exact penalty of its own (set for an SAE imported without its l1 coefficient)."""
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "calibrate_tokens", "calibrate_iters", "lipschitz_tokens"):
@@ -363,14 +366,15 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareRe
     b = sae.b_dec.detach().double()
     z_enc = encoder_codes(sae, X)
     cp = sae.canonical_penalty()
-    calibrated = not cp.exact
+    calibrated = not cp.exact or cfg.calibrate
     t_cal = time.perf_counter()
     if calibrated:
         nc = min(cfg.calibrate_tokens, Xp.shape[0])
         target = float((z_enc[:nc] > 0).sum(1).double().mean())
         lam1, l0_cal = calibrate_lam1(Xp[:nc], D, b, target, iters=cfg.calibrate_iters, tol=cfg.tol)
         pen = {"lam1": lam1, "lam2": 0.0, "weights": None}
-        how = (f"{sae.arch} has no l1 objective: solved the non-negative lasso (λ2 = 0, w ≡ 1) with λ1 = {lam1:.6g} "
+        why = f"{sae.arch} has no l1 objective" if not cp.exact else f"{sae.arch}'s own penalty set aside (calibrate)"
+        how = (f"{why}: solved the non-negative lasso (λ2 = 0, w ≡ 1) with λ1 = {lam1:.6g} "
                f"calibrated by {cfg.calibrate_iters}-step bisection so that the exact L0 ({l0_cal:.2f}) matches the "
                f"encoder's L0 ({target:.2f}) on {nc} tokens")
     else:

@@ -21,6 +21,22 @@ import numpy as np
 
 from geomsae.compare import CompareResult
 
+
+def run_labels(paths: Sequence[str | Path]) -> list[str]:
+    """Labels of run folders in reports: each folder's name, with as many parent folders as it
+    takes to tell it apart from the others (``x/a/run`` and ``x/b/run`` → ``a/run``, ``b/run``);
+    a folder given twice gets ``#2``, ``#3``, … on its repeats."""
+    parts = [Path(p).resolve().parts for p in paths]
+    labels = []
+    for i, pa in enumerate(parts):
+        n = 1
+        while n < len(pa) and any(pb != pa and pb[-n:] == pa[-n:] for pb in parts):
+            n += 1
+        label = "/".join(pa[-n:])
+        repeat = sum(pb == pa for pb in parts[:i])
+        labels.append(f"{label}#{repeat + 1}" if repeat else label)
+    return labels
+
 # (key in summary, label, format) rows of the side-by-side table
 ROWS = [
     ("objective_gap.median", "objective gap F(z_enc) − F(z*), median", ".3g"),

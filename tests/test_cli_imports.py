@@ -23,7 +23,7 @@ def test_no_private_names_imported_from_other_geomsae_modules(path):
     assert bad == [], f"{path} imports private names {bad}"
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "solve", "harvest"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "solve", "harvest", "export", "import_sae"])
 def test_a_command_module_does_not_import_another(command):
     code = (f"import sys, geomsae.commands.{command}; "
             "print(sorted(m for m in sys.modules if m.startswith('geomsae.commands.')))")

@@ -32,15 +32,19 @@ def load_held_out(data: str, n_tokens: int, held_out: float) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from geomsae.checkpoint import load_sae
+    from geomsae.checkpoint import load_sae, read_cfg
     from geomsae.compare import compare_sae
-    from geomsae.compare_report import markdown_table, write_reports
+    from geomsae.compare_report import markdown_table, run_labels, write_reports
 
     cfg: CompareConfig = args.cfg
     X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
     reps = []
-    for run_dir in args.runs:
-        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, cfg), name=Path(run_dir).name)
+    for run_dir, label in zip(args.runs, run_labels(args.runs)):
+        run_cfg = cfg
+        if read_cfg(run_dir).get("imported_from", {}).get("penalty_known") is False and not cfg.calibrate:
+            print(f"{run_dir}: imported without its l1 coefficient: λ1 calibrated to the encoder's L0")
+            run_cfg = dataclasses.replace(cfg, calibrate=True)
+        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, run_cfg), name=label)
         reps.append(rep)
         t = rep.timing
         print(f"{run_dir}: {rep.penalty.how}\n  {X.shape[0]} tokens in {t.total_s:.1f} s "
