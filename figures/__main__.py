@@ -15,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even when a run with the same config exists")
     p.add_argument("--out", default=str(FIGURES_DIR), help="output folder (default: the figures/ package folder)")
     args = p.parse_args(argv)
-    built = build(args.out, quick=args.quick, only=args.only, force=args.force)
+    try:
+        built = build(args.out, quick=args.quick, only=args.only, force=args.force)
+    except (ValueError, OSError) as exc:
+        print(f"python -m figures: error: {exc}", file=sys.stderr)
+        return 2
     for name, paths in built.items():
         for path in paths:
             print(f"{name}: {path}")

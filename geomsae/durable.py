@@ -79,6 +79,16 @@ def write_json(path: str | os.PathLike, obj: Any, **kw: Any) -> Path:
     return write_text(path, json.dumps(obj, **kw) + "\n")
 
 
+def check_file_out(path: str | os.PathLike, what: str) -> Path:
+    """Raise ValueError when the output file ``path`` is an existing folder or its folder is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is an existing folder, not a file name")
+    if path.parent != path and path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: {str(path.parent)!r} is a file, not a folder")
+    return path
+
+
 def check_out_folder(out: str | os.PathLike, what: str = "--out") -> Path:
     """Raise ValueError when ``out`` exists but is not a folder (before any work is done)."""
     out = Path(out)

@@ -22,6 +22,9 @@ from torch import Tensor
 MANIFEST = "manifest.json"
 DTYPES = {"float16", "bfloat16", "float32"}
 """Dtypes a shard folder may store (its manifest's ``dtype``)."""
+READABLE_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                   "uint16", "uint32"}
+"""Dtypes an activation file may hold (complex and bool are refused: they are no activations)."""
 
 
 def check_2d(shape: tuple[int, ...], what: str, d_in: int | None = None) -> None:
@@ -104,6 +107,9 @@ class FileShard(Shard):
             raise ValueError(f"activation file {str(path)!r} {exc.args[0]}") from exc
         except Exception as exc:  # numpy and safetensors raise various types on bad files
             raise ValueError(f"activation file {str(path)!r} is corrupted or truncated: {exc}") from exc
+        if found_dtype not in READABLE_DTYPES:
+            raise ValueError(f"activation file {str(path)!r} has dtype {found_dtype}, must be a real float or "
+                             f"integer type ({', '.join(sorted(READABLE_DTYPES))})")
         check_2d(shape, f"activation file {str(path)!r}", d_in)
         if shape[0] == 0:
             raise ValueError(f"activation file {str(path)!r} holds 0 tokens")
@@ -129,7 +135,9 @@ class FileShard(Shard):
                 raise KeyError(f"has no tensor {self.key!r} (it holds {keys})")
             sl = f.get_slice(self.key)
             dt = str(sl.get_dtype()).lower()
-            dt = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}.get(dt, dt)
+            dt = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64", "i8": "int8",
+                  "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8", "u16": "uint16",
+                  "u32": "uint32"}.get(dt, dt)
             return tuple(sl.get_shape()), dt
 
     def verify(self) -> None:

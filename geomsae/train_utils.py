@@ -183,9 +183,18 @@ def make_adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device == {name!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'auto')") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device == {name!r} but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device == {name!r} but there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device == {name!r} but MPS is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device == {name!r}: only 'cpu', 'cuda' and 'mps' devices are supported")
     return dev
 
 

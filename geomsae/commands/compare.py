@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,24 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.compare import compare_sae
     from geomsae.compare_report import markdown_table, write_reports
 
+    from geomsae.checkpoint import read_cfg
+    from geomsae.durable import check_out_folder
+
     cfg: CompareConfig = args.cfg
+    out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
+    check_out_folder(out)  # before the work, not after it
+    for run_dir in args.runs:
+        read_cfg(run_dir)  # every run readable before the first is compared
     X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
     reps = []
-    for run_dir in args.runs:
-        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, cfg), name=Path(run_dir).name)
+    for i, run_dir in enumerate(args.runs, 1):
+        print(f"[{i}/{len(args.runs)}] {run_dir}: comparing on {X.shape[0]} tokens ...", file=sys.stderr, flush=True)
+        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, cfg, progress=True),
+                                  name=Path(run_dir).name)
         reps.append(rep)
         t = rep.timing
         print(f"{run_dir}: {rep.penalty.how}\n  {X.shape[0]} tokens in {t.total_s:.1f} s "
-              f"({100 * t.solver_share:.0f} % in the exact solver)")
-    out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
+              f"({100 * t.solver_share:.0f} % in the exact solver)", flush=True)
     write_reports(reps, out)
     print(markdown_table(reps))
     print(f"wrote {out}/report.json, report.md, report.html")
