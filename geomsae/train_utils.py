@@ -127,6 +127,16 @@ class TrainingStopped(KeyboardInterrupt):
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
 
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`TrainingStopped` (a KeyboardInterrupt) in the main thread, as
+    Ctrl-C does, instead of killing the process where it stands."""
+    def handler(signum: int, frame: Any) -> None:
+        raise TrainingStopped(signum)
+
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
 @contextlib.contextmanager
 def sigint_deferred(enabled: bool) -> Iterator[StopFlag]:
     """Turn the first SIGINT or SIGTERM into a request honoured between steps; a second one aborts."""
