@@ -36,7 +36,7 @@ from geomsae.solvers.objective import gap_terms, kkt_residual
 
 @dataclass
 class CompareConfig:
-    """Options of ``geomsae compare`` (and :func:`compare_sae`)."""
+    """Options of ``geomsae compare`` (the same fields as the Python API's compare_sae)."""
 
     n_tokens: int = 4096
     """Held-out tokens to compare on (taken from the end of the data, see held_out)."""

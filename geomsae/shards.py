@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geomsae import durable
+
 MANIFEST = "manifest.json"
 DTYPES = {"float16", "bfloat16", "float32"}
 """Dtypes a shard folder may store (its manifest's ``dtype``)."""
@@ -169,9 +171,7 @@ class FileShard(Shard):
 # --------------------------------------------------------------------------- writing
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    durable.write_json(path, obj, indent=1)
 
 
 def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dtype: str = "float16",
@@ -196,7 +196,7 @@ def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dt
         from safetensors.numpy import save_file
 
         save_file({"activations": out}, str(tmp))
-    os.replace(tmp, path)
+    durable.replace(tmp, path)  # flushed to disk before the rename
     return {"file": name, "n_tokens": int(out.shape[0]), "sha256": sha256_file(path)}
 
 

@@ -99,7 +99,7 @@ def test_killed_harvest_resumes_to_the_same_cache(tmp_path):
 
     def cmd(out: Path) -> list[str]:
         return [sys.executable, "-m", "geomsae", "harvest", "--model", str(model), "--layer", "1", "--text",
-                str(corpus), "--tokens", "3000", "--ctx-len", "32", "--batch-contexts", "2", "--shard-tokens", "200",
+                str(corpus), "--tokens", "20000", "--ctx-len", "32", "--batch-contexts", "2", "--shard-tokens", "200",
                 "--dtype", "float32", "--outlier-factor", "1.3", "--no-progress", "--out", str(out)]
 
     ref = tmp_path / "ref"
@@ -107,7 +107,7 @@ def test_killed_harvest_resumes_to_the_same_cache(tmp_path):
     rng = random.Random(1)
     out = tmp_path / "cut"
     for sig in (signal.SIGKILL,):
-        _interrupt(cmd(out), out / "progress.json", sig, rng.uniform(0.0, 0.5))
+        _interrupt(cmd(out), out / "progress.json", sig, rng.uniform(0.0, 0.2))
         assert not (out / "manifest.json").exists() or not (out / "progress.json").exists()
     done = subprocess.run(cmd(out), env=ENV, capture_output=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr.decode()

@@ -56,7 +56,7 @@ class SolveConfig:
     k: int = 6
     """Demo: active atoms per sample."""
     rho: float = 0.9
-    """Demo: coherence of the spiked dictionary d_j ∝ √(1−ρ) u_j + √ρ v (docs/method.md §4)."""
+    """Demo: coherence of the spiked dictionary d_j ∝ √(1−ρ) u_j + √ρ v."""
     n_samples: int = 256
     """Demo: number of planted samples."""
     seed: int = 0
