@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="retrain even when a run or committed evidence with the same config exists (hours without --quick)")
     p.add_argument("--out", default=None, help="output folder (default: figures/, or figures/quick/ with --quick)")
     args = p.parse_args(argv)
-    built = build(args.out, quick=args.quick, only=args.only, force=args.force)
+    try:
+        built = build(args.out, quick=args.quick, only=args.only, force=args.force)
+    except (ValueError, OSError) as exc:
+        print(f"python -m figures: error: {exc}", file=sys.stderr)
+        return 2
     for name, paths in built.items():
         for path in paths:
             print(f"{name}: {path}")

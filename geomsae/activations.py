@@ -52,6 +52,7 @@ from torch import Tensor
 
 from geomsae import lm, text
 from geomsae.data import MANIFEST, sha256_file
+from geomsae.durable import check_out_folder
 from geomsae.shards import _write_json_atomic, write_manifest, write_shard_file
 
 PROGRESS = "progress.json"
@@ -215,7 +216,7 @@ def harvest(cfg: HarvestConfig, out: str | Path, *, model: Any = None, tokenizer
     :param resume: continue a harvest cut short in ``out``; False refuses a non-empty folder.
     :returns: the folder, complete (it has a ``manifest.json``).
     """
-    out = Path(out)
+    out = check_out_folder(out, "out")
     if (out / MANIFEST).is_file():
         meta = json.loads((out / MANIFEST).read_text()).get("metadata", {})
         done = meta.get("config", {})
@@ -255,7 +256,7 @@ def harvest(cfg: HarvestConfig, out: str | Path, *, model: Any = None, tokenizer
         pending.append(kept)
         n_pending += kept.shape[0]
         used += batch.shape[0]
-        bar.update(kept.shape[0])
+        bar.update(min(cfg.tokens, prog.n_tokens + n_pending) - bar.n)  # tokens that will be written, no more
         left = cfg.tokens - prog.n_tokens
         if n_pending >= min(cfg.shard_tokens, left):
             prog.add_shard(out, torch.cat(pending)[:left].numpy(), used, cfg.dtype)

@@ -11,8 +11,11 @@ A training checkpoint (``<out>/checkpoints/step_00001000/``) is an SAE folder in
 plus ``trainer_state.safetensors``: the Adam moments flattened per parameter
 (``adam/<param>/exp_avg``, ``.../exp_avg_sq``, ``.../step``), the step and token counts,
 the data position, the torch RNG states as uint8 tensors, and the train config as
-JSON metadata. Folders are written to a temporary name and moved into place with
-``os.replace``, so a checkpoint folder that exists is complete.
+JSON metadata. Files and folders are written to a temporary name, flushed to disk and moved
+into place (:mod:`geomsae.durable`), so a checkpoint folder that exists is complete even after
+a power cut; the temporary folders of a killed writer (``.tmp-step_*``) are removed by the next
+:func:`write_checkpoint`. The safetensors header lists its metadata in sorted order, so the
+same tensors always give the same bytes and the same ``sae_sha256``.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ import os
 import re
 import shutil
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from geomsae import durable
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -60,17 +66,30 @@ def _json_default(o: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    durable.write_json(path, obj, indent=1, allow_nan=False, default=_json_default)
+
+
+def safetensors_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """The safetensors file of ``tensors``, its header's metadata in sorted key order.
+
+    safetensors writes the metadata map in a random order (a Rust HashMap), so two saves of
+    the same tensors would differ in their bytes; the header is re-serialised sorted (same
+    length, so the padding and the data offsets stay as they are)."""
+    from safetensors.torch import save
+
+    raw = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # never happens (same content); keep safetensors' own bytes then
+        return raw
+    return raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:]
 
 
 def _save_tensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    durable.write_bytes(path, safetensors_bytes(tensors, metadata))
 
 
 def _load_tensors(path: Path, device: str | torch.device = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -157,10 +176,14 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu", *, ver
     if verify and doc.get("sae_sha256") and _sha256(weights) != doc["sae_sha256"]:
         raise ValueError(f"{str(weights)!r} does not match the sha256 in {CFG_FILE}: "
                          "the file was modified or corrupted")
+    if verify and not doc.get("sae_sha256"):
+        warnings.warn(f"{str(path / CFG_FILE)!r} records no sae_sha256: {str(weights)!r} cannot be checked "
+                      "for corruption", stacklevel=2)
     state, _ = _load_tensors(weights)
     from geomsae.saes import ARCHS
 
-    with torch.random.fork_rng(devices=[]):  # building draws a random init; keep the caller's RNG
+    # built on the meta device: no memory and no random init until the shapes are checked
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
         sae = ARCHS[arch](cfg)
     expected = sae.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -171,7 +194,7 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu", *, ver
             raise ValueError(f"{str(weights)!r}: tensor {k!r} has shape {tuple(state[k].shape)} {state[k].dtype}, "
                              f"arch {arch!r} with d_in={cfg.d_in}, d_sae={cfg.d_sae} "
                              f"expects {tuple(v.shape)} {v.dtype}")
-    sae.load_state_dict(state, strict=True)
+    sae.load_state_dict(state, strict=True, assign=True)
     pending = doc.get("pending_input_scale")
     if fold and pending is not None and float(pending) != 1.0:
         fold_input_scale(sae, float(pending))
@@ -224,9 +247,20 @@ def read_trainer_state(path: str | os.PathLike) -> tuple[AdamState, dict[str, An
         if key.startswith("adam/"):
             _, name, k = key.split("/", 2)
             adam.setdefault(name, {})[k] = v.reshape(()) if k == "step" else v
-    counters = {k.split("/", 1)[1]: v.item() for k, v in t.items() if k.startswith("counter/")}
+    counters = {k.split("/", 1)[1]: v.item() for k, v in t.items() if k.startswith("counter/") and v.numel() == 1}
     rng = {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("rng/")}
-    return adam, counters, json.loads(raw_meta.get("meta", "{}")), rng
+    missing = [f"counter/{k}" for k in TRAINER_COUNTERS if k not in counters] + (["rng/torch"] if "torch" not in rng else [])
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks {missing}: not a complete trainer state")
+    try:
+        meta = json.loads(raw_meta.get("meta", "{}"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{str(path)!r}: its 'meta' metadata is not valid JSON: {exc}") from exc
+    return adam, counters, meta, rng
+
+
+TRAINER_COUNTERS = ("step", "tokens", "input_scale")
+"""The counters every trainer state holds."""
 
 
 def load_trainer_state(path: str | os.PathLike, sae: Any,
@@ -240,7 +274,12 @@ def load_trainer_state(path: str | os.PathLike, sae: Any,
     idx = 0
     for group in optimizer.param_groups:
         for p in group["params"]:
-            entry = {k: (v if k == "step" else v.reshape(p.shape)) for k, v in adam.get(names[id(p)], {}).items()
+            got = adam.get(names[id(p)], {})
+            bad = [k for k in ("exp_avg", "exp_avg_sq") if k in got and got[k].numel() != p.numel()]
+            if bad:
+                raise ValueError(f"{str(path)!r}: Adam state {bad} of {names[id(p)]!r} has "
+                                 f"{got[bad[0]].numel()} entries, the parameter {p.numel()}")
+            entry = {k: (v if k == "step" else v.reshape(p.shape)) for k, v in got.items()
                      if k in ("step", "exp_avg", "exp_avg_sq")}
             if entry:
                 state["state"][idx] = entry
@@ -280,12 +319,30 @@ def write_checkpoint(out: str | os.PathLike, step: int, sae: Any, optimizer: tor
     root = Path(out) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
+    remove_partial(out)
     if not final.exists():
         tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         save_sae(sae, tmp, extra={"pending_input_scale": pending_input_scale, "step": step, **meta})
         save_trainer_state(tmp / TRAINER_FILE, sae, optimizer, counters, meta, rng)
-        os.replace(tmp, final)
+        durable.replace(tmp, final)  # flushed file by file, renamed, the folder flushed
     for _, old in list_checkpoints(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial(out: str | os.PathLike) -> list[Path]:
+    """Remove the ``.tmp-step_*`` folders a killed writer left in ``out/checkpoints``; returns them."""
+    root = Path(out) / CHECKPOINTS
+    gone = sorted(root.glob(".tmp-step_*")) if root.is_dir() else []
+    for d in gone:
+        shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename an unreadable checkpoint folder to ``.corrupt-step_*`` (kept, never read again); returns the new name."""
+    path = Path(path)
+    dest = path.with_name(f".corrupt-{path.name}")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(path, dest)
+    return dest

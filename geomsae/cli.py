@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"geomsae {command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, ImportError) as exc:  # OSError: FileNotFoundError, IsADirectoryError, PermissionError, ...
+        msg = str(exc) if not isinstance(exc, OSError) or not exc.filename else \
+            f"{exc.strerror or exc}: {str(exc.filename)!r}"
+        print(f"geomsae {command}: error: {' '.join(msg.split())}", file=sys.stderr)
         return 2
 
 

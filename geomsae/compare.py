@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -35,7 +36,7 @@ from geomsae.solvers.objective import gap_terms, kkt_residual
 
 @dataclass
 class CompareConfig:
-    """Options of ``geomsae compare`` (and :func:`compare_sae`)."""
+    """Options of ``geomsae compare`` (the same fields as the Python API's compare_sae)."""
 
     n_tokens: int = 4096
     """Held-out tokens to compare on (taken from the end of the data, see held_out)."""
@@ -347,12 +348,18 @@ def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor
     }
 
 
-def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareResult:
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None, *, progress: bool = False) -> CompareResult:
     """Compare ``sae``'s encoder with the exact solver on activations ``X`` (N, d_in).
 
     Returns a :class:`CompareResult`: ``summary`` (JSON-ready scalars), ``penalty`` (the
     problem solved and how λ1 was chosen), ``arrays`` (per-token and per-latent numpy arrays
     for figures) and ``timing`` (seconds; kept apart so the summary is reproducible bit for bit).
+    ``progress`` names each stage on stderr as it starts and shows the exact solver's bar.
     """
     cfg = cfg or CompareConfig()
     t0 = time.perf_counter()
@@ -370,6 +377,7 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareRe
     t_cal = time.perf_counter()
     if calibrated:
         nc = min(cfg.calibrate_tokens, Xp.shape[0])
+        _say(progress, f"calibrating λ1 to the encoder's L0 on {nc} tokens ({cfg.calibrate_iters} bisection steps)")
         target = float((z_enc[:nc] > 0).sum(1).double().mean())
         lam1, l0_cal = calibrate_lam1(Xp[:nc], D, b, target, iters=cfg.calibrate_iters, tol=cfg.tol)
         pen = {"lam1": lam1, "lam2": 0.0, "weights": None}
@@ -383,7 +391,9 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareRe
         how = f"the SAE's own penalty ({sae.arch}), converted to canonical F units (λ1′ = d_in·λ1/2, λ2′ = d_in·λ2)"
     t1 = time.perf_counter()
     t_cal = t1 - t_cal
-    res = solve(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=cfg.tol)
+    _say(progress, f"exact solve of {Xp.shape[0]} problems (d_sae {D.shape[1]}) to relative gap {cfg.tol:g}")
+    res = solve(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=cfg.tol,
+                progress=progress)
     t_solve = time.perf_counter() - t1
     z_star = res.codes
     prob = prepare(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, nonneg=True)
@@ -399,6 +409,7 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None) -> CompareRe
     dead_enc, dead_star = fire_enc == 0, fire_star == 0
     N = Xp.shape[0]
     t2 = time.perf_counter()
+    _say(progress, f"local Lipschitz ratios at {min(cfg.lipschitz_tokens, N)} tokens")
     lip = _lipschitz(sae, Xp, X, z_enc, z_star, D, b, pen, cfg)
     t_lip = time.perf_counter() - t2
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geomsae import durable
 from geomsae.compare import CompareResult
 
 
@@ -197,8 +197,8 @@ def write_reports(reps: Sequence[CompareResult], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     pngs = [figures(r) for r in reps]
     doc = json_report(reps[0]) if len(reps) == 1 else {"runs": [json_report(r) for r in reps]}
-    (out / "report.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    (out / "report.md").write_text(markdown(reps))
-    (out / "report.html").write_text(html_page(reps, pngs))
-    (out / "timing.json").write_text(json.dumps([{"name": r.label, **r.timing._asdict()} for r in reps], indent=1) + "\n")
+    durable.write_text(out / "report.md", markdown(reps))
+    durable.write_text(out / "report.html", html_page(reps, pngs))
+    durable.write_json(out / "timing.json", [{"name": r.label, **r.timing._asdict()} for r in reps], indent=1)
+    durable.write_json(out / "report.json", doc, indent=1, sort_keys=True)  # last: a report.json means done
     return out

@@ -308,12 +308,14 @@ def _open_folder(folder: Path, verify: str, **kw: Any) -> ChunkedSource:
             raise ValueError(f"{str(mpath)!r} lacks the key {key!r}")
     if m["dtype"] not in DTYPES:
         raise ValueError(f"{str(mpath)!r}: dtype == {m['dtype']!r}, must be one of {sorted(DTYPES)}")
-    if not m["shards"]:
-        raise ValueError(f"{str(mpath)!r} lists no shards")
+    if not isinstance(m["shards"], list) or not m["shards"]:
+        raise ValueError(f"{str(mpath)!r} lists no shards ('shards' must be a non-empty list)")
+    if isinstance(m["d_in"], bool) or not isinstance(m["d_in"], int) or m["d_in"] < 1:
+        raise ValueError(f"{str(mpath)!r}: d_in == {m['d_in']!r}, must be an integer >= 1")
     shards: list[Shard] = [
-        FileShard(folder / s["file"], key=s.get("key"), sha256=s.get("sha256"), verify=verify,
-                   n_rows=s.get("n_tokens"), d_in=m["d_in"], dtype=m["dtype"])
-        for s in m["shards"]
+        FileShard(_shard_path(folder, s, i, mpath), key=s.get("key"), sha256=s.get("sha256"), verify=verify,
+                  n_rows=s.get("n_tokens"), d_in=m["d_in"], dtype=m["dtype"])
+        for i, s in enumerate(m["shards"])
     ]
     total = sum(s.n_rows for s in shards)
     if "n_tokens" in m and m["n_tokens"] != total:
@@ -321,6 +323,23 @@ def _open_folder(folder: Path, verify: str, **kw: Any) -> ChunkedSource:
     src = ChunkedSource(shards, name=str(folder), **kw)
     src.manifest = m  # type: ignore[attr-defined]
     return src
+
+
+def _shard_path(folder: Path, entry: Any, i: int, mpath: Path) -> Path:
+    """The file of manifest shard entry ``i``, checked: a relative path inside ``folder``, and
+    the entry's optional fields of the right types."""
+    where = f"{str(mpath)!r} shard {i}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not entry["file"]:
+        raise ValueError(f"{where}: each shard entry must be an object with a 'file' name, got {entry!r}")
+    for key, types in (("n_tokens", int), ("sha256", str), ("key", str)):
+        v = entry.get(key)
+        if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+            raise ValueError(f"{where}: {key} == {v!r}, must be a {types.__name__}")
+    rel = Path(entry["file"])
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"{where}: file == {entry['file']!r} must be a path inside the folder "
+                         "(no absolute path, no '..')")
+    return folder / rel
 
 
 def open_source(data: Any, *, key: str | None = None, verify: str = "lazy",
@@ -343,6 +362,9 @@ def open_source(data: Any, *, key: str | None = None, verify: str = "lazy",
         path = Path(data)
         if not path.exists():
             raise FileNotFoundError(f"activation path {str(path)!r} does not exist")
+        if key is not None and (path.is_dir() or path.suffix != ".safetensors"):
+            raise ValueError(f"key == {key!r} (--data-key) names a tensor of a .safetensors file; "
+                             f"{str(path)!r} is not one")
         if path.is_dir():
             src = _open_folder(path, verify, **kw)
         elif path.suffix in (".npy", ".safetensors"):

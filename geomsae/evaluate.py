@@ -65,7 +65,7 @@ class EvalResult:
     dense_fraction_001: float
     """Fraction of latents firing on more than 1 % of the tokens."""
     l2_ratio: float
-    """mean_i ‖x̂_i‖ / ‖x_i‖ over the tokens (< 1: shrinkage)."""
+    """mean_i ‖x̂_i‖ / ‖x_i‖ over the tokens with ‖x_i‖ > 0 (< 1: shrinkage; nan if there is none)."""
     rel_bias: float
     """Relative reconstruction bias γ* = Σ⟨x̂, x⟩ / Σ‖x̂‖² (1: no shrinkage); nan when x̂ ≡ 0."""
     firing_frequencies: np.ndarray
@@ -224,6 +224,7 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
     corr = metrics.CorrelationAccumulator() if Z_true is not None else None
     corr_chance = metrics.CorrelationAccumulator() if Z_true is not None and A is not None else None
     l2_sum = num = den = 0.0
+    l2_n = 0
     seen = 0
     with torch.no_grad():
         for start, x in stream():
@@ -238,7 +239,11 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
                 corr.update(zt, out.codes * norms)
                 if corr_chance is not None:
                     corr_chance.update(zt, torch.relu((x.double().cpu() - x_mean.cpu()) @ A))
-            l2_sum += metrics.l2_ratio(x, out.x_hat) * x.shape[0]
+            live = x.norm(dim=-1) > 0  # an all-zero token has no l2 ratio; it counts everywhere else
+            n_live = int(live.sum())
+            if n_live:
+                l2_sum += metrics.l2_ratio(x[live], out.x_hat[live]) * n_live
+                l2_n += n_live
             den_b = float(out.x_hat.double().pow(2).sum())
             if den_b > 0:
                 num += metrics.relative_reconstruction_bias(x, out.x_hat) * den_b
@@ -273,7 +278,7 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
                            if n in tracker.windows),
         dense_fraction=metrics.dense_fraction(freqs, 0.1),
         dense_fraction_001=metrics.dense_fraction(freqs, 0.01),
-        l2_ratio=l2_sum / seen,
+        l2_ratio=l2_sum / l2_n if l2_n else math.nan,
         rel_bias=num / den if den > 0 else float("nan"),
         firing_frequencies=freqs.numpy(),
         firing_histogram=FiringHistogram(hist.tolist(), edges.tolist()),

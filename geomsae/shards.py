@@ -10,7 +10,6 @@ folder with a manifest is complete. :func:`geomsae.data.open_source` reads these
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geomsae import durable
+
 MANIFEST = "manifest.json"
 DTYPES = {"float16", "bfloat16", "float32"}
 """Dtypes a shard folder may store (its manifest's ``dtype``)."""
+READABLE_DTYPES = {"float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                   "uint16", "uint32"}
+"""Dtypes an activation file may hold (complex and bool are refused: they are no activations)."""
 
 
 def check_2d(shape: tuple[int, ...], what: str, d_in: int | None = None) -> None:
@@ -104,6 +108,9 @@ class FileShard(Shard):
             raise ValueError(f"activation file {str(path)!r} {exc.args[0]}") from exc
         except Exception as exc:  # numpy and safetensors raise various types on bad files
             raise ValueError(f"activation file {str(path)!r} is corrupted or truncated: {exc}") from exc
+        if found_dtype not in READABLE_DTYPES:
+            raise ValueError(f"activation file {str(path)!r} has dtype {found_dtype}, must be a real float or "
+                             f"integer type ({', '.join(sorted(READABLE_DTYPES))})")
         check_2d(shape, f"activation file {str(path)!r}", d_in)
         if shape[0] == 0:
             raise ValueError(f"activation file {str(path)!r} holds 0 tokens")
@@ -129,7 +136,9 @@ class FileShard(Shard):
                 raise KeyError(f"has no tensor {self.key!r} (it holds {keys})")
             sl = f.get_slice(self.key)
             dt = str(sl.get_dtype()).lower()
-            dt = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64"}.get(dt, dt)
+            dt = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64", "i8": "int8",
+                  "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8", "u16": "uint16",
+                  "u32": "uint32"}.get(dt, dt)
             return tuple(sl.get_shape()), dt
 
     def verify(self) -> None:
@@ -161,9 +170,7 @@ class FileShard(Shard):
 # --------------------------------------------------------------------------- writing
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    durable.write_json(path, obj, indent=1)
 
 
 def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dtype: str = "float16",
@@ -188,7 +195,7 @@ def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dt
         from safetensors.numpy import save_file
 
         save_file({"activations": out}, str(tmp))
-    os.replace(tmp, path)
+    durable.replace(tmp, path)  # flushed to disk before the rename
     return {"file": name, "n_tokens": int(out.shape[0]), "sha256": sha256_file(path)}
 
 

@@ -21,9 +21,11 @@ function of (seed, step) (see :mod:`geomsae.data`), deterministic algorithms swi
 during training. Checkpoints (``out/checkpoints/step_N/``, see :mod:`geomsae.checkpoint`)
 hold the SAE in training space, the Adam moments, the RNG state and the step, so a run
 resumed with ``resume=True`` ends with the same weights, bit for bit on CPU, as one never
-stopped. Ctrl-C finishes the current step, saves a checkpoint and re-raises
-KeyboardInterrupt; a non-finite loss saves the last good state and raises
-:class:`NonFiniteLossError`.
+stopped. Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and raises
+:class:`TrainingStopped` (a KeyboardInterrupt); a non-finite loss saves the last good state and
+raises :class:`NonFiniteLossError`. A resume falls back to the previous checkpoint when the
+newest cannot be read (it is renamed ``.corrupt-step_*``), and drops a torn last line of
+metrics.jsonl with a warning.
 """
 
 from __future__ import annotations
@@ -49,18 +51,21 @@ from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this 
 from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
     METRICS_FILE,
     LossWindow,
+    TrainingStopped,
     autocast,
     build_sae,
     chain,
     check_resume,
     deterministic,
     input_stats,
+    log_holds_records,
     make_adam,
     open_stream,
     reset_moments,
     sae_update,
     resolve_device,
     sigint_deferred,
+    source_fingerprint,
     step_record,
     truncate_log,
 )
@@ -82,6 +87,16 @@ class TrainResult(NamedTuple):
     """The last metrics record (that of the final step)."""
     out: Path | None
     """Folder holding cfg.json + sae.safetensors, metrics.jsonl and checkpoints/, or None."""
+
+
+BAR_REFRESH_S = 2.0
+"""The progress bar's loss, FVU, L0 and dead fraction are refreshed at least this often (seconds)."""
+
+
+def bar_fields(rec: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's postfix of a metrics record."""
+    return {"loss": f"{rec['loss']:.4g}", "fvu": f"{rec['fvu']:.3f}", "l0": f"{rec['l0']:.1f}",
+            "dead": f"{rec['dead_fraction']:.3f}"}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -110,20 +125,34 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
     device = resolve_device(distributed.local_device(cfg.device))
     out = Path(cfg.out) if cfg.out is not None else None
     if resume and out is None:
-        raise ValueError("resume=True needs cfg.out (the folder holding the checkpoints)")
-    last = ckpt.latest_checkpoint(out) if (resume and out is not None) else None
-    if out is not None and not resume and (ckpt.list_checkpoints(out) or (out / METRICS_FILE).exists()):
-        raise ValueError(f"out folder {str(out)!r} already holds a run: pass resume=True or choose another folder")
+        raise ValueError("--resume (resume=True) needs --out (cfg.out): the folder holding the checkpoints")
+    if out is not None and out.exists() and not out.is_dir():
+        raise ValueError(f"out {str(out)!r} is an existing file, not a folder")
+    holds_sae = out is not None and ((out / ckpt.CFG_FILE).exists() or (out / ckpt.WEIGHTS_FILE).exists())
+    if out is not None and not resume and (ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
+                                           or holds_sae):
+        run = ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
+        what = "a run" if run else "an SAE (cfg.json, sae.safetensors)"
+        raise ValueError(f"out folder {str(out)!r} already holds {what}: pass --resume (resume=True in Python) "
+                         "to continue it, or choose another folder")
+    loaded = _newest_readable(out) if (resume and out is not None) else None
+    last = loaded[0] if loaded else None
     if resume and last is None:
+        if holds_sae:
+            raise ValueError(f"out folder {str(out)!r} holds an SAE but no checkpoint to continue: "
+                             "choose another folder")
         print(f"geomsae train: no checkpoint in {str(out)!r}, starting afresh", file=sys.stderr)
     if ctx is not None:
         ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
 
     with deterministic(cfg.deterministic):
-        if last is not None:
-            doc = ckpt.read_cfg(last)
+        if loaded is not None:
+            last, doc, model = loaded
             check_resume(doc.get("train", {}), cfg, sae, doc, last)
-            model = ckpt.load_sae(last, fold=False).to(device)
+            if doc.get("source_fingerprint") not in (None, source_fingerprint(src)):
+                warnings.warn(f"resuming {str(out)!r} on other activations: the run began on {doc['source']}, "
+                              f"now {src!r}; the input scale and b_dec of the first run are kept", stacklevel=2)
+            model = model.to(device)
         else:
             model = build_sae(sae, src.d_in, cfg).to(device)
         model.set_decoder_impl(cfg.decoder)
@@ -141,6 +170,22 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
         else:
             torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
         return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx)
+
+
+def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:
+    """(folder, cfg.json, SAE in training space) of the newest checkpoint that reads back whole,
+    or None; an unreadable one is renamed ``.corrupt-step_*`` with a warning naming it."""
+    for _, path in reversed(ckpt.list_checkpoints(out)):
+        try:
+            doc = ckpt.read_cfg(path)
+            model = ckpt.load_sae(path, fold=False)
+            ckpt.read_trainer_state(path / ckpt.TRAINER_FILE)
+            return path, doc, model
+        except (ValueError, FileNotFoundError) as exc:
+            aside = ckpt.set_aside(path)
+            warnings.warn(f"checkpoint {str(path)!r} is unreadable ({exc}); moved to {aside.name!r}, "
+                          "trying the one before it", stacklevel=3)
+    return None
 
 
 def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: ActivationSource, cfg: TrainConfig,
@@ -163,7 +208,8 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
         if cfg.b_dec_init == "mean":
             with torch.no_grad():  # b_dec in training space: s·mean (dataset scale), or the per-token-normalised mean
                 sae.b_dec.copy_((mean * (1.0 if per_token else scale)).to(sae.b_dec))
-    meta = {"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src)}
+    meta = {"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src),
+            "source_fingerprint": source_fingerprint(src)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         truncate_log(out / METRICS_FILE, step)
@@ -183,11 +229,12 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     rec: dict[str, Any] = {}
     window = LossWindow(cfg.steps)
     t0, tokens0, mid_step = time.perf_counter(), tokens, False
+    shown = t0
     try:
         with sigint_deferred(out is not None) as stop:
             while step < cfg.steps:
                 if stop.requested:
-                    raise KeyboardInterrupt
+                    raise TrainingStopped(stop.signum)
                 try:
                     x = next(it)
                 except StopIteration:
@@ -214,17 +261,22 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 tokens += x_g.shape[0]
                 mid_step = False
                 logged = None
+                now = time.perf_counter()
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
                     rec = logged = step_record(step, tokens, lr, x_g, out_g, lo_g, sae, cfg, t0, tokens0)
                     if step == cfg.steps:  # the last record carries the convergence columns
                         rec.update(window.summary())
-                    bar.set_postfix(loss=f"{rec['loss']:.4g}", fvu=f"{rec['fvu']:.3f}", l0=f"{rec['l0']:.1f}",
-                                    dead=f"{rec['dead_fraction']:.3f}", refresh=False)
+                    bar.set_postfix(bar_fields(rec), refresh=False)
+                    shown = now
                     if log is not None:
                         log.write(json.dumps(rec) + "\n")
                         log.flush()
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     save(step)
+                elif cfg.progress and now - shown >= BAR_REFRESH_S:  # between log records, every few seconds
+                    bar.set_postfix(bar_fields(step_record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)),
+                                    refresh=False)
+                    shown = now
                 bar.update(1)
                 out_ = lo = out_g = lo_g = x_g = None  # free the (B, d_sae) tensors before the next forward
                 if callback is not None:
@@ -232,8 +284,8 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     except KeyboardInterrupt:
         if out is not None and not mid_step:
             path = save(step)
-            print(f"geomsae train: stopped at step {step}; checkpoint {str(path)!r} (resume to continue)",
-                  file=sys.stderr)
+            print(f"geomsae train: stopped at step {step}; checkpoint {str(path)!r} (run again with --resume "
+                  "to continue)", file=sys.stderr)
         raise
     finally:
         bar.close()

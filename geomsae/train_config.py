@@ -72,7 +72,7 @@ class TrainConfig:
     decoder: Literal["auto", "dense", "sparse"] = "auto"
     """How the SAE decodes in training: 'dense' (z @ W_decᵀ), 'sparse' (only the nonzero codes;
     TopK through its k indices; not for JumpReLU) or 'auto' (sparse on CPU where the measured
-    cost model predicts it wins, see geomsae.saes.sparse). Same result either way up to the
+    cost model predicts it wins). Same result either way up to the
     order of float sums."""
     progress: bool = True
     """Show a tqdm progress bar (postfix: loss, fvu, l0, dead)."""

@@ -69,6 +69,7 @@ from geomsae.train_utils import (
     resolve_device,
     sigint_deferred,
     step_record,
+    TrainingStopped,
     truncate_log,
 )
 
@@ -271,7 +272,7 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                 evaluate(step)
             while step < cfg.steps:
                 if stop.requested:
-                    raise KeyboardInterrupt
+                    raise TrainingStopped(stop.signum)
                 try:
                     xs = [next(it) for it in streams]
                 except StopIteration:

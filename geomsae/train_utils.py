@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomsae import durable
 from geomsae.saes.base import per_token_scale
 from geomsae.train_config import TrainConfig
 
@@ -109,29 +111,56 @@ def reset_moments(opt: torch.optim.Optimizer, sae: Any, mask: Tensor) -> None:
 
 class StopFlag:
     requested = False
+    signum: int | None = None
+    """The signal that asked to stop (SIGINT or SIGTERM)."""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM (``kill``, ``timeout``, a cluster scheduler)
+    after saving a checkpoint; ``signum`` is the signal."""
+
+    def __init__(self, signum: int | None = None) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`TrainingStopped` (a KeyboardInterrupt) in the main thread, as
+    Ctrl-C does, instead of killing the process where it stands."""
+    def handler(signum: int, frame: Any) -> None:
+        raise TrainingStopped(signum)
+
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 @contextlib.contextmanager
 def sigint_deferred(enabled: bool) -> Iterator[StopFlag]:
-    """Turn the first Ctrl-C into a request honoured between steps; the second aborts."""
+    """Turn the first SIGINT or SIGTERM into a request honoured between steps; a second one aborts."""
     flag = StopFlag()
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    prev = signal.getsignal(signal.SIGINT)
+    prev = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
     def handler(signum: int, frame: Any) -> None:
         if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        print("\ngeomsae train: interrupted; saving a checkpoint after this step (Ctrl-C again to abort)",
+            raise TrainingStopped(signum)
+        flag.requested, flag.signum = True, signum
+        name = signal.Signals(signum).name
+        print(f"\ngeomsae train: {name} received; saving a checkpoint after this step (send it again to abort)",
               file=sys.stderr)
 
-    signal.signal(signal.SIGINT, handler)
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, prev if prev is not None else signal.SIG_DFL)
+        for s, h in prev.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager
@@ -164,9 +193,18 @@ def make_adam(params: list[Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device == {name!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'auto')") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device == {name!r} but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device == {name!r} but there are {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device == {name!r} but MPS is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device == {name!r}: only 'cpu', 'cuda' and 'mps' devices are supported")
     return dev
 
 
@@ -253,6 +291,8 @@ def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
     """
     from geomsae.data import ChunkedSource
 
+    if isinstance(src, ChunkedSource) and cfg.batch_size > src.n_tokens:
+        raise ValueError(f"batch_size == {cfg.batch_size}, must be <= the {src.n_tokens} tokens of {src.name}")
     finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
     it = src.batches(cfg.batch_size, seed=cfg.stream_seed, shuffle=True, epochs=None if finite_epochs else 1,
                      start_batch=start_step, drop_last=True)
@@ -271,19 +311,64 @@ def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
     return chain(head, it), msq, mean
 
 
+def source_fingerprint(src: Any, rows: int = 1024) -> str | None:
+    """"<n_tokens>:<sha256 of the first ``rows`` tokens, float32>" of a finite source, in file order
+    (recorded in checkpoints so that a resume on other activations is noticed); None for a stream."""
+    import hashlib
+
+    from geomsae.data import ChunkedSource
+
+    if not isinstance(src, ChunkedSource):
+        return None
+    i, a, b = src.segments[0]
+    head = src.shards[i].read(a, min(b, a + rows))
+    return f"{src.n_tokens}:{hashlib.sha256(head.tobytes()).hexdigest()[:16]}"
+
+
 def chain(head: list[Tensor], rest: Iterator[Tensor]) -> Iterator[Tensor]:
     yield from head
     yield from rest
 
 
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl. A torn last line (the process was killed while writing
+    it) is dropped with a warning naming the file; a bad line before the last raises ValueError
+    naming the file, the line and the fix."""
+    if not path.exists():
+        return []
+    lines = path.read_text(errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    recs = []
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if i == len(lines) - 1:
+                warnings.warn(f"{str(path)!r}: dropped its torn last line {i + 1} (a run killed while "
+                              "writing it)", stacklevel=3)
+                break
+            raise ValueError(f"{str(path)!r} line {i + 1} is not a JSON record ({exc}): delete that line, "
+                             "or the file to restart the log") from None
+        recs.append(rec)
+    return recs
+
+
+def log_holds_records(path: Path) -> bool:
+    """Whether a metrics.jsonl exists and holds anything but whitespace (an early kill leaves it empty)."""
+    return path.is_file() and bool(path.read_text(errors="replace").strip())
+
+
 def truncate_log(path: Path, step: int) -> None:
-    """Drop records after ``step`` (left by a run stopped after its last checkpoint)."""
+    """Drop records after ``step`` (left by a run stopped after its last checkpoint) and a torn last line."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)
+    keep = [json.dumps(r) for r in read_log(path) if r.get("step", 0) <= step]
+    durable.write_text(path, "".join(ln + "\n" for ln in keep))
 
 
 CONVERGENCE_FRAC = 0.1

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from geomsae.durable import check_out_folder
 from proofs_check._common import Config
 from proofs_check.report import make_figures, run_all, write_report
 
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE, help="folder for report.md, config.json and figures/")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = ap.parse_args(argv)
+    try:
+        check_out_folder(args.out)  # before minutes of work, not after
+    except ValueError as exc:
+        print(f"python -m proofs_check: error: {exc}", file=sys.stderr)
+        return 2
     cfg = Config.quick(args.seed) if args.quick else Config(seed=args.seed)
     t0 = time.perf_counter()
     res = run_all(cfg, quick=args.quick, progress=not args.no_progress)

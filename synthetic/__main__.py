@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+from pathlib import Path
 
+from geomsae.durable import check_out_folder
 from synthetic import generators, save_npy_pair
 
 GENERATORS = {"spiked": generators.spiked, "sharkey": generators.sharkey, "zipf_hierarchy": generators.zipf_hierarchy}
@@ -37,11 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(p.parse_args(argv))
     kind, out = args.pop("kind"), args.pop("out")
     try:
+        check_out_folder(out)
+        for f in ("cfg.json", "sae.safetensors", "manifest.json", "checkpoints"):
+            if (Path(out) / f).exists():
+                raise ValueError(f"--out {out!r} holds {f} (an SAE, a run or an activation cache), not a "
+                                 "synthetic dataset: choose another folder")
         data = GENERATORS[kind](**args)
-    except ValueError as exc:
+        acts, dic = save_npy_pair(data, out)
+    except (ValueError, OSError) as exc:
         print(f"python -m synthetic {kind}: error: {exc}", file=sys.stderr)
         return 2
-    acts, dic = save_npy_pair(data, out)
     print(f"{acts} {data.activations.shape}, {dic} {data.dictionary.shape}")
     return 0
 

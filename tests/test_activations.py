@@ -134,7 +134,8 @@ class _Killer(torch.nn.Module):
 
 
 def test_killed_and_resumed_equals_uninterrupted(tiny, corpus, tmp_path, monkeypatch):
-    cfg = _cfg(corpus, dtype="float16")
+    # with the outlier filter, as the real runs: a resume must reuse the recorded threshold
+    cfg = _cfg(corpus, dtype="float16", outlier_factor=1.3)
     full = harvest(cfg, tmp_path / "full", model=tiny.model, tokenizer=tiny.tokenizer)
     killer = _Killer(tiny.model, n=9)
     monkeypatch.setattr(lm, "get_blocks", lambda m, _g=lm.get_blocks: _g(m.model if isinstance(m, _Killer) else m))
@@ -154,6 +155,7 @@ def test_killed_and_resumed_equals_uninterrupted(tiny, corpus, tmp_path, monkeyp
         h.remove()
     n_batches_full = json.loads((full / "manifest.json").read_text())["metadata"]["n_contexts"] // 4
     assert len(calls) == n_batches_full - done[-1]["contexts_end"] // 4  # finished shards were not redone
+    assert json.loads((full / "manifest.json").read_text())["metadata"]["dropped_outlier"] > 0
     names = sorted(p.name for p in full.iterdir() if p.name != TIMING)  # timing.json: wall clock, not content
     assert names == sorted(p.name for p in cut.iterdir() if p.name != TIMING)
     for name in names:

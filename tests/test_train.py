@@ -113,7 +113,10 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path, monkeypatch
         train(spec, X[:4096], cfg(out=str(tmp_path / "cut"), **kw), callback=stop_at_37)
     assert [s for s, _ in list_checkpoints(tmp_path / "cut")] == [20, 37]
     torch.manual_seed(12345)  # the global RNG must come from the checkpoint, not from here
-    resumed = train(spec, X[:4096], cfg(out=str(tmp_path / "cut"), **kw), resume=True)
+    ran = []  # a seeded restart from step 0 would give the same weights: count the steps run
+    resumed = train(spec, X[:4096], cfg(out=str(tmp_path / "cut"), **kw), resume=True,
+                    callback=lambda step, rec: ran.append(step))
+    assert ran == list(range(38, 61))
     assert resumed.step == 60 and resumed.tokens == whole.tokens
     assert state_equal(whole.sae, resumed.sae)
     assert state_equal(load_sae(tmp_path / "whole"), load_sae(tmp_path / "cut"))
@@ -133,7 +136,10 @@ def test_resume_extends_a_finished_run(toy, tmp_path):
     kw = dict(lr_decay="none", checkpoint_every=0)
     whole = train(spec, X[:4096], cfg(steps=40, **kw))
     train(spec, X[:4096], cfg(steps=25, out=str(tmp_path), **kw))
-    longer = train(spec, X[:4096], cfg(steps=40, out=str(tmp_path), **kw), resume=True)
+    ran = []
+    longer = train(spec, X[:4096], cfg(steps=40, out=str(tmp_path), **kw), resume=True,
+                   callback=lambda step, rec: ran.append(step))
+    assert ran == list(range(26, 41))  # only the 15 new steps ran
     assert state_equal(whole.sae, longer.sae)
 
 
@@ -229,7 +235,7 @@ def test_bad_config_and_input_raise_naming_the_value(toy, tmp_path):
     with pytest.raises(ValueError, match="arch == 'nope', must be one of"):
         train({"arch": "nope", "d_sae": 8}, X[:256], cfg(steps=2))
     train({"arch": "en", "d_sae": 8}, X[:256], cfg(steps=2, out=str(tmp_path)))
-    with pytest.raises(ValueError, match="already holds a run: pass resume=True"):
+    with pytest.raises(ValueError, match="already holds a run: pass --resume"):
         train({"arch": "en", "d_sae": 8}, X[:256], cfg(steps=2, out=str(tmp_path)))
     with pytest.raises(ValueError, match="batch_size == 64, the checkpoint has 128"):
         train({"arch": "en", "d_sae": 8}, X[:256], cfg(steps=4, batch_size=64, out=str(tmp_path)), resume=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,21 +36,26 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.checkpoint import load_sae, read_cfg
     from geomsae.compare import compare_sae
     from geomsae.compare_report import markdown_table, run_labels, write_reports
+    from geomsae.durable import check_out_folder
 
     cfg: CompareConfig = args.cfg
+    out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
+    check_out_folder(out)  # before the work, not after it
+    for run_dir in args.runs:
+        read_cfg(run_dir)  # every run readable before the first is compared
     X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
     reps = []
-    for run_dir, label in zip(args.runs, run_labels(args.runs)):
+    for i, (run_dir, label) in enumerate(zip(args.runs, run_labels(args.runs)), 1):
+        print(f"[{i}/{len(args.runs)}] {run_dir}: comparing on {X.shape[0]} tokens ...", file=sys.stderr, flush=True)
         run_cfg = cfg
         if read_cfg(run_dir).get("imported_from", {}).get("penalty_known") is False and not cfg.calibrate:
             print(f"{run_dir}: imported without its l1 coefficient: λ1 calibrated to the encoder's L0")
             run_cfg = dataclasses.replace(cfg, calibrate=True)
-        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, run_cfg), name=label)
+        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, run_cfg, progress=True), name=label)
         reps.append(rep)
         t = rep.timing
         print(f"{run_dir}: {rep.penalty.how}\n  {X.shape[0]} tokens in {t.total_s:.1f} s "
-              f"({100 * t.solver_share:.0f} % in the exact solver)")
-    out = cfg.out or (str(Path(args.runs[0]) / "compare") if len(args.runs) == 1 else "compare")
+              f"({100 * t.solver_share:.0f} % in the exact solver)", flush=True)
     write_reports(reps, out)
     print(markdown_table(reps))
     print(f"wrote {out}/report.json, report.md, report.html")

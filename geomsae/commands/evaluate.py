@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from geomsae.commands.common import format_table, tune_malloc
+from geomsae.durable import check_file_out
 
 
 def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4096, metavar="B", help="tokens per forward pass")
     p.add_argument("--windows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000], metavar="N",
                    help="also report the dead fraction over the first N tokens for each N")
-    p.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device")
+    p.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device: cpu, cuda, cuda:N or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.add_argument("--save-freqs", default=None, metavar="F.npy", help="write the (d_sae,) firing frequencies here")
     p.set_defaults(run=run)
@@ -45,10 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.checkpoint import load_sae
     from geomsae.data import open_source
     from geomsae.evaluate import evaluate
+    from geomsae.train_utils import resolve_device
 
-    if args.device == "cpu":
+    device = resolve_device(args.device)
+    if device.type == "cpu":
         tune_malloc()
-    sae = load_sae(args.sae, device=args.device)
+    if args.save_freqs:
+        check_file_out(args.save_freqs, "--save-freqs")
+    sae = load_sae(args.sae, device=device)
     src = open_source(args.data, key=args.data_key)
     true_dict = None
     if args.true_dict is not None:

@@ -2,17 +2,26 @@
 
     geomsae solve --demo [--rho 0.9 --k 8 ...]
     geomsae solve --data X.npy --dict D.npy --lam1 0.1 --lam2 0.05 --out codes.npy
+
+--out gets the codes of the elastic net (lasso when --lam2 0) with the given --lam1/--lam2, and a
+.json of their certificates beside it; with --adaptive the adaptive solution goes to
+<out>.adaptive.npy (+ .json).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
+import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from geomsae import durable
+from geomsae.durable import check_file_out
 
 
 @dataclass
@@ -26,7 +35,7 @@ class SolveConfig:
     dict: str | None = None
     """A .npy dictionary (n, m), atoms as columns (not with --demo)."""
     out: str | None = None
-    """Where to write the codes (.npy, with a .json of certificates beside it)."""
+    """Where to write the elastic-net codes (.npy added if missing; a .json of certificates beside it)."""
     lam1: float = 0.05
     """λ1 in canonical units: ½‖x − b − Dz‖² + λ1 Σ w|z| + (λ2/2)‖z‖²."""
     lam2: float = 0.01
@@ -46,15 +55,23 @@ class SolveConfig:
     k: int = 6
     """Demo: active atoms per sample."""
     rho: float = 0.9
-    """Demo: coherence of the spiked dictionary d_j ∝ √(1−ρ) u_j + √ρ v (docs/method.md §4)."""
+    """Demo: coherence of the spiked dictionary d_j ∝ √(1−ρ) u_j + √ρ v."""
     n_samples: int = 256
     """Demo: number of planted samples."""
     seed: int = 0
     """Demo: random seed."""
+    progress: bool = True
+    """Show a progress bar of the problems solved (on stderr)."""
 
     def __post_init__(self) -> None:
         if not self.demo and (self.data is None or self.dict is None):
             raise ValueError("geomsae solve needs --demo, or both --data X.npy and --dict D.npy")
+        if self.demo and (self.data is not None or self.dict is not None):
+            raise ValueError("--demo plants its own data: leave out --data and --dict, or --demo")
+        for name in ("lam1", "lam2", "gamma", "tol"):
+            v = getattr(self, name)
+            if not math.isfinite(v):
+                raise ValueError(f"{name} == {v!r}, must be a finite number")
         if not 0 <= self.rho < 1:
             raise ValueError(f"rho == {self.rho}, must be in [0, 1)")
         if not 1 <= self.k <= self.m:
@@ -88,16 +105,25 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.solvers import aen_solve, solve
 
     cfg: SolveConfig = args.cfg
+    out = out_path(cfg.out) if cfg.out else None
     if cfg.demo:
         X, D, Z_true = _planted(cfg)
     else:
-        X, D, Z_true = np.load(cfg.data), np.load(cfg.dict), None
+        X, D, Z_true = _load_npy(cfg.data, "--data"), _load_npy(cfg.dict, "--dict"), None
+    B = X.shape[0] if X.ndim == 2 else 0
+    batch = min(4096, max(256, -(-B // 20)))  # about 20 updates of the progress bar
     kw = dict(lam1=cfg.lam1, lam2=cfg.lam2, nonneg=not cfg.signed, tol=cfg.tol)
     results = {}
     t0 = time.perf_counter()
-    results["elastic net" if cfg.lam2 > 0 else "lasso"] = solve(X, D, **kw)
+    show = cfg.progress and not cfg.demo
+    if show:
+        print(f"geomsae solve: {B} problems ...", file=sys.stderr, flush=True)
+    results["elastic net" if cfg.lam2 > 0 else "lasso"] = solve(X, D, batch_size=batch, progress=show, **kw)
     if cfg.adaptive:
-        results["adaptive elastic net" if cfg.lam2 > 0 else "adaptive lasso"] = aen_solve(X, D, gamma=cfg.gamma, **kw)
+        if show:
+            print("geomsae solve: adaptive (pilot, then reweighted) ...", file=sys.stderr, flush=True)
+        results["adaptive elastic net" if cfg.lam2 > 0 else "adaptive lasso"] = aen_solve(
+            X, D, gamma=cfg.gamma, batch_size=batch, progress=show, **kw)
     elapsed = time.perf_counter() - t0
     B, n = X.shape
     print(f"geomsae solve: {B} problems, n={n}, m={D.shape[1]}, lam1={cfg.lam1}, lam2={cfg.lam2} (canonical units), {elapsed:.2f} s")
@@ -116,16 +142,44 @@ def run(args: argparse.Namespace) -> int:
             p, rc, f1, ex = _support_scores(Z_true, r.codes)
             line += f" {p:9.3f} {rc:6.3f} {f1:5.3f} {ex:13.3f}"
         print(line)
-    if cfg.out:
-        out = Path(cfg.out)
+    if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        last = list(results.values())[-1]
-        np.save(out, last.codes)
-        meta = {"config": asdict(cfg), "method": list(results)[-1], "dual_gap": np.asarray(last.dual_gap).tolist(),
-                "objective": np.asarray(last.objective).tolist(), "converged": np.asarray(last.converged).tolist()}
-        out.with_suffix(".json").write_text(json.dumps(meta))
-        print(f"wrote {out} and {out.with_suffix('.json')}")
+        written = []
+        for i, (method, r) in enumerate(results.items()):
+            path = out if i == 0 else out.with_name(out.stem + ".adaptive.npy")
+            meta = {"config": asdict(cfg), "method": method, "dual_gap": np.asarray(r.dual_gap).tolist(),
+                    "objective": np.asarray(r.objective).tolist(), "converged": np.asarray(r.converged).tolist()}
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(r.codes))
+            durable.write_bytes(path, buf.getvalue())
+            durable.write_json(path.with_suffix(".json"), meta)
+            written += [f"{path} ({method})", str(path.with_suffix(".json"))]
+        print("wrote " + ", ".join(written))
     return 0
+
+
+def out_path(out: str) -> Path:
+    """The --out file: '.npy' added when missing (as np.save would), refused when it is a folder."""
+    path = Path(out)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    return check_file_out(path, "--out")
+
+
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """A numeric .npy, never unpickled; ValueError naming ``what`` otherwise."""
+    try:
+        a = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(f"{what} {path!r} does not exist") from None
+        raise ValueError(f"{what} {path!r} is not a readable .npy array: {' '.join(str(exc).split())}") from None
+    if not isinstance(a, np.ndarray) or a.dtype.kind not in "fiu":
+        raise ValueError(f"{what} {path!r} has dtype {getattr(a, 'dtype', type(a).__name__)}, must be a real "
+                         "float or integer array")
+    if a.ndim != 2:
+        raise ValueError(f"{what} {path!r} has shape {a.shape}, must be 2-D")
+    return a
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:

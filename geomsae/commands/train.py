@@ -119,7 +119,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> Any:
                      help="rows held in memory while shuffling (default: about 1 GiB of float32)")
     run.add_argument("--eval-fraction", type=float, default=0.0, metavar="F",
                      help="hold out this last fraction of the tokens and evaluate on it after training")
-    run.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the newest readable checkpoint in --out (after a kill, Ctrl-C or SIGTERM)")
     return run
 
 
@@ -155,11 +156,14 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_fraction:
         src, eval_src = train_eval_split(src, args.eval_fraction)
     spec = sae_spec(args, src.d_in)
+    from geomsae.train_utils import stop_on_sigterm
+
     try:
+        stop_on_sigterm()  # before and after the training loop, SIGTERM stops like Ctrl-C (exit 143)
         result = train(spec, src, cfg, resume=args.resume)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a checkpoint was saved (TrainingStopped)
         print("geomsae train: interrupted (run again with --resume to continue)", file=sys.stderr)
-        return 130
+        return 128 + (getattr(exc, "signum", None) or 2)
     except NonFiniteLossError as exc:
         print(f"geomsae train: error: {exc}", file=sys.stderr)
         return 3

@@ -1,0 +1,100 @@
+"""Writes that survive a kill and a power cut: temporary name, fsync, rename, fsync of the folder.
+
+A file or folder that exists under its final name is complete: its bytes were flushed to
+disk (``os.fsync``) before ``os.replace`` moved it into place, and the folder holding it
+was flushed after the rename, so the rename itself is on disk too. Every file is created
+with the ordinary mode (0o666 less the umask), whichever way its bytes were produced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+TMP_PREFIX = ".tmp-"
+"""Prefix of every temporary name; what a killed writer leaves behind starts with it."""
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's data and metadata to disk (a no-op where folders cannot be opened)."""
+    flags = os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() and hasattr(os, "O_DIRECTORY") else 0)
+    try:
+        fd = os.open(path, flags)
+    except (IsADirectoryError, PermissionError):  # Windows: folders cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | os.PathLike) -> None:
+    """fsync every file under the folder ``path``, then the folders themselves (deepest first)."""
+    root = Path(path)
+    for dirpath, _, files in os.walk(root, topdown=False):
+        for f in files:
+            fsync_path(Path(dirpath) / f)
+        fsync_path(dirpath)
+
+
+def replace(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """fsync ``tmp`` (a file or a whole folder), rename it to ``final``, fsync the parent folder."""
+    tmp, final = Path(tmp), Path(final)
+    if tmp.is_dir():
+        fsync_tree(tmp)
+    else:
+        fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_path(final.parent)
+
+
+def tmp_name(path: str | os.PathLike) -> Path:
+    """The temporary name ``path`` is written under (same folder, so the rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` durably and atomically; returns the path."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` durably and atomically; returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, **kw: Any) -> Path:
+    """``json.dumps(obj, **kw)`` + newline to ``path`` durably and atomically; returns the path."""
+    return write_text(path, json.dumps(obj, **kw) + "\n")
+
+
+def check_file_out(path: str | os.PathLike, what: str) -> Path:
+    """Raise ValueError when the output file ``path`` is an existing folder or its folder is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is an existing folder, not a file name")
+    if path.parent != path and path.parent.exists() and not path.parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: {str(path.parent)!r} is a file, not a folder")
+    return path
+
+
+def check_out_folder(out: str | os.PathLike, what: str = "--out") -> Path:
+    """Raise ValueError when ``out`` exists but is not a folder (before any work is done)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{what} {str(out)!r} is an existing file, not a folder: choose a folder name")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        bad = next(p for p in reversed(out.parents) if p.exists() and not p.is_dir())
+        raise ValueError(f"{what} {str(out)!r}: {str(bad)!r} is a file, not a folder")
+    return out

@@ -1,0 +1,117 @@
+"""Fault injection with real processes: `python -m geomsae train` and `harvest` killed with
+SIGKILL or stopped with SIGTERM at seeded random moments (checkpoints every step, so many kills
+land inside a checkpoint write), then resumed until done; the result must be the bytes of an
+uninterrupted run, and a folder is never read as complete before it is."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GEOMSAE_MALLOC_TUNING": "0"}
+FAULTS: list[str] = []  # what was injected, printed at the end of each test (the counts for the report)
+
+
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "geomsae", "train", "--arch", "relu_l1", "--data", str(data), "--d-sae", "32",
+            "--steps", "60", "--batch-size", "64", "--lr", "5e-3", "--seed", "0", "--out", str(out),
+            "--lam", "0.05", "--no-progress", "--log-every", "5", "--checkpoint-every", "1", "--keep-checkpoints", "2", *extra]
+
+
+def _stamp(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Wait until ``path`` is created or rewritten (the process has begun its work)."""
+    t0, before = time.monotonic(), _stamp(path)
+    while _stamp(path) == before:
+        if proc.poll() is not None or time.monotonic() - t0 > timeout:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _interrupt(cmd: list[str], watch: Path, sig: int, delay: float) -> int:
+    """Start ``cmd``, wait until ``watch`` exists (work has begun), sleep ``delay``, send ``sig``;
+    returns the exit status (the process may have finished first)."""
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    if _wait_for(watch, proc):
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            FAULTS.append(f"{signal.Signals(sig).name} after {delay:.2f} s")
+    err = proc.communicate(timeout=300)[1].decode()
+    assert "Traceback" not in err or sig == signal.SIGKILL, err
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("faults")
+    rng = np.random.default_rng(0)
+    np.save(d / "x.npy", rng.standard_normal((4096, 16)).astype(np.float32))
+    return d / "x.npy"
+
+
+@pytest.mark.timeout(900)
+def test_killed_and_terminated_training_resumes_to_the_same_bytes(data, tmp_path):
+    FAULTS.clear()
+    ref = tmp_path / "ref"
+    subprocess.run(_train_cmd(data, ref), env=ENV, check=True, capture_output=True, cwd=ROOT)
+    rng = random.Random(0)
+    for run, sigs in enumerate([(signal.SIGKILL, signal.SIGTERM)]):
+        out = tmp_path / f"cut{run}"
+        first = True
+        for sig in sigs:
+            rc = _interrupt(_train_cmd(data, out, *([] if first else ["--resume"])), out / "metrics.jsonl", sig,
+                            rng.uniform(0.0, 1.0))
+            first = False
+            assert rc in (0, -signal.SIGKILL, 128 + signal.SIGTERM), rc
+            assert not (out / "sae.safetensors").exists() or rc == 0  # never a final SAE before the end
+        done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr.decode()
+        assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
+        steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+        assert steps == sorted(set(steps)) and steps[-1] == 60
+        assert not list((out / "checkpoints").glob(".tmp-*"))
+    print(f"\ntraining faults injected and resumed: {len(FAULTS)} ({'; '.join(FAULTS)})")
+    assert len(FAULTS) >= 1
+
+
+@pytest.mark.timeout(900)
+def test_killed_harvest_resumes_to_the_same_cache(tmp_path):
+    from tests.tiny_lm import save_tiny, write_text
+
+    FAULTS.clear()
+    model = save_tiny(tmp_path / "model", "llama")
+    corpus = write_text(tmp_path / "text", copies=12)
+
+    def cmd(out: Path) -> list[str]:
+        return [sys.executable, "-m", "geomsae", "harvest", "--model", str(model), "--layer", "1", "--text",
+                str(corpus), "--tokens", "20000", "--ctx-len", "32", "--batch-contexts", "2", "--shard-tokens", "200",
+                "--dtype", "float32", "--outlier-factor", "1.3", "--no-progress", "--out", str(out)]
+
+    ref = tmp_path / "ref"
+    subprocess.run(cmd(ref), env=ENV, check=True, capture_output=True, cwd=ROOT)
+    rng = random.Random(1)
+    out = tmp_path / "cut"
+    for sig in (signal.SIGKILL,):
+        _interrupt(cmd(out), out / "progress.json", sig, rng.uniform(0.0, 0.2))
+        assert not (out / "manifest.json").exists() or not (out / "progress.json").exists()
+    done = subprocess.run(cmd(out), env=ENV, capture_output=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr.decode()
+    for f in sorted(p.name for p in ref.iterdir() if p.name != "timing.json"):
+        assert (out / f).read_bytes() == (ref / f).read_bytes(), f
+    print(f"\nharvest faults injected and resumed: {len(FAULTS)} ({'; '.join(FAULTS)})")
+    assert FAULTS
