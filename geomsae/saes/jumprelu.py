@@ -41,8 +41,55 @@ def _rect(u: Tensor) -> Tensor:
     return (u.abs() < 0.5).to(u.dtype)
 
 
+def _band(pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:
+    """bool K((pre − θ)/ε) ≠ 0, in three passes over pre written in place (no float kernel tensor)."""
+    return (pre - theta).div_(eps).abs_() < 0.5
+
+
 class _JumpReLU(torch.autograd.Function):
-    """y = pre·H(pre − θ); ∂y/∂pre = H(pre − θ); ∂y/∂θ := −(θ/ε) K((pre − θ)/ε)."""
+    """y = pre·H(pre − θ); ∂y/∂pre = H(pre − θ); ∂y/∂θ := −(θ/ε) K((pre − θ)/ε).
+
+    The backward sums g·K over tokens from a bool band instead of the float products of the plain
+    formula (:class:`_JumpReLUReference`): fewer passes over the (N, d_sae) tensors, same value."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return torch.where(pre > theta, pre, 0.0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        pre, theta = ctx.saved_tensors
+        eps = ctx.eps
+        g_pre = torch.where(pre > theta, g, 0.0)
+        # θ and ε are constant over tokens: sum g·K over tokens first, then scale the (…, d_sae) row
+        g_theta = -(theta / eps) * torch.where(_band(pre, theta, eps), g, 0.0).sum_to_size(theta.shape)
+        return g_pre, g_theta, None
+
+
+class _Step(torch.autograd.Function):
+    """y = H(pre − θ); ∂y/∂pre = 0; ∂y/∂θ := −(1/ε) K((pre − θ)/ε).
+
+    The backward returns no gradient for pre (None: autograd adds nothing) instead of a
+    zero-filled (N, d_sae) tensor, and the band as in :class:`_JumpReLU`."""
+
+    @staticmethod
+    def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(pre, theta)
+        ctx.eps = eps
+        return (pre > theta).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        pre, theta = ctx.saved_tensors
+        eps = ctx.eps
+        g_theta = -(1.0 / eps) * torch.where(_band(pre, theta, eps), g, 0.0).sum_to_size(theta.shape)
+        return None, g_theta, None
+
+
+class _JumpReLUReference(torch.autograd.Function):
+    """The plain formula of :class:`_JumpReLU` (the reference its tests compare with)."""
 
     @staticmethod
     def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
@@ -59,8 +106,8 @@ class _JumpReLU(torch.autograd.Function):
         return g_pre, g_theta, None
 
 
-class _Step(torch.autograd.Function):
-    """y = H(pre − θ); ∂y/∂pre = 0; ∂y/∂θ := −(1/ε) K((pre − θ)/ε)."""
+class _StepReference(torch.autograd.Function):
+    """The plain formula of :class:`_Step` (the reference its tests compare with)."""
 
     @staticmethod
     def forward(ctx, pre: Tensor, theta: Tensor, eps: float | Tensor) -> Tensor:  # type: ignore[override]
