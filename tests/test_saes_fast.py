@@ -81,3 +81,48 @@ def test_jumprelu_fast_path_equals_the_reference_in_a_stack(monkeypatch: pytest.
     monkeypatch.setattr(jumprelu, "_JumpReLU", jumprelu._JumpReLUReference)
     monkeypatch.setattr(jumprelu, "_Step", jumprelu._StepReference)
     _assert_same(fast, _forward_loss_grads(sae, x))
+
+
+def _elastic_net_reference(z: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain formulas: mean over tokens of Σ_j w_j z_j and of Σ_j z_j² (z >= 0)."""
+    wz = z if w is None else z * w.unsqueeze(-2)
+    return wz.sum(-1).mean(-1), z.pow(2).sum(-1).mean(-1)
+
+
+def test_elastic_net_terms_equal_the_plain_formulas() -> None:
+    from geomsae.saes.terms import elastic_net_terms
+
+    gen = torch.Generator().manual_seed(0)
+    for lead in ((), (3,)):
+        z0 = torch.rand(*lead, 7, 5, generator=gen, dtype=torch.float64) * (torch.rand(*lead, 7, 5, generator=gen) > 0.5)
+        w0 = torch.rand(*lead, 5, generator=gen, dtype=torch.float64) + 0.5
+        c = torch.rand(*lead, 2, generator=gen, dtype=torch.float64)  # weights the two terms differently
+        for with_w in (True, False):
+            got, want = [], []
+            for f, out in ((elastic_net_terms, got), (_elastic_net_reference, want)):
+                z, w = z0.clone().requires_grad_(), w0.clone().requires_grad_()
+                l1, l2 = f(z, w if with_w else None)
+                v = (c[..., 0] * l1 + c[..., 1] * l2).sum()
+                grads = torch.autograd.grad(v, (z, w) if with_w else (z,))
+                out.extend([l1, l2, *grads])
+            for a, e in zip(got, want):
+                torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ["en", "aen", "adaptive_lasso"])
+def test_elastic_net_architectures_equal_the_plain_penalty(arch: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from geomsae.saes import aen, en
+
+    torch.manual_seed(0)
+    kw = {"warmup_steps": 0, "ramp_steps": 0} if arch != "en" else {}
+    sae = S.make(arch, 16, 64, **kw).double()
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.3)
+        if arch != "en":
+            sae.ema.uniform_(0.01, 1.0)
+            sae.step.fill_(5)  # past warm-up: the adaptive weights are not all 1
+    x = torch.randn(50, 16, dtype=torch.float64)
+    fast = _forward_loss_grads(sae, x)
+    monkeypatch.setattr(en, "elastic_net_terms", _elastic_net_reference)
+    monkeypatch.setattr(aen, "elastic_net_terms", _elastic_net_reference)
+    _assert_same(fast, _forward_loss_grads(sae, x))
