@@ -20,10 +20,10 @@ def _forward_loss_grads(sae: S.BaseSAE, x: torch.Tensor) -> dict[str, torch.Tens
     return got
 
 
-def _assert_same(fast: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> None:
+def _assert_same(fast: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], atol: float = 1e-12) -> None:
     assert fast.keys() == ref.keys()
     for k in fast:
-        torch.testing.assert_close(fast[k], ref[k], rtol=1e-12, atol=1e-12, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(fast[k], ref[k], rtol=1e-12, atol=atol, msg=lambda m: f"{k}: {m}")
 
 
 @pytest.mark.parametrize("sample", [batchtopk.SAMPLE, 50])  # 50: the threshold is guessed from a strided sample
@@ -66,7 +66,7 @@ def test_jumprelu_fast_autograd_functions_equal_the_reference(monkeypatch: pytes
     fast = _forward_loss_grads(sae, x)
     assert fast["grad_log_threshold"].abs().sum() > 0  # the band holds pre-activations: θ gets a gradient
     monkeypatch.setattr(jumprelu, "_JumpReLU", jumprelu._JumpReLUReference)
-    monkeypatch.setattr(jumprelu, "_Step", jumprelu._StepReference)
+    monkeypatch.setattr(jumprelu, "_step_l0", lambda pre, th, eps: jumprelu._StepReference.apply(pre, th, eps).sum(-1).mean(-1))
     _assert_same(fast, _forward_loss_grads(sae, x))
 
 
@@ -79,8 +79,10 @@ def test_jumprelu_fast_path_equals_the_reference_in_a_stack(monkeypatch: pytest.
     x = torch.randn(30, 8, dtype=torch.float64)
     fast = _forward_loss_grads(sae, x)
     monkeypatch.setattr(jumprelu, "_JumpReLU", jumprelu._JumpReLUReference)
-    monkeypatch.setattr(jumprelu, "_Step", jumprelu._StepReference)
-    _assert_same(fast, _forward_loss_grads(sae, x))
+    monkeypatch.setattr(jumprelu, "_step_l0", lambda pre, th, eps: jumprelu._StepReference.apply(pre, th, eps).sum(-1).mean(-1))
+    # θ's gradient is a difference of two sums of O(1) terms (codes and L0): float64 rounding of
+    # the summation order reaches ~3e-12 there
+    _assert_same(fast, _forward_loss_grads(sae, x), atol=1e-10)
 
 
 def _elastic_net_reference(z: torch.Tensor, w: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
