@@ -94,7 +94,10 @@ def side_by_side(contenders: list[Contender], rounds: int, d_in: int, d_sae: int
             order = order[::-1]
         for c in order:
             rates += [2 * batch * d_in * d_sae / t for t in gemm_seconds(a, b, gemm_reps)]
-            times[c.name] += c.run()
+            got = c.run()
+            times[c.name] += got
+            print(f"  round {r + 1}: {c.name:<20} {batch / statistics.median(got):>8,.0f} tok/s "
+                  f"(GEMM just before: {statistics.median(rates[-gemm_reps:]) / 1e9:.1f} GFLOP/s)", flush=True)
     return times, rates
 
 
