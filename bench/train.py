@@ -3,6 +3,8 @@
     python bench/train.py                         # d_in 512, d_sae 4096, batch 4096, fp32
     python bench/train.py --steps 8 --archs relu_l1 aen
     python bench/train.py --device cuda          # same table on a GPU (fp32, TF32 off)
+    python bench/train.py --vs saelens --saelens-python /work/venv-saelens/bin/python
+                                                  # against SAELens v6, interleaved (bench/vs_saelens.py)
 
 Runs with the glibc malloc tuning that ``geomsae train`` applies (see
 :func:`geomsae.commands.train.tune_malloc`; --no-malloc-tuning to compare).
@@ -17,9 +19,14 @@ decoder backward 4, encoder weight gradient 2; times d_in·d_sae).
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # read by tqdm when imported: SAELens' fit draws a bar
 
 import torch
 
@@ -38,6 +45,7 @@ class BenchConfig:
     matmul_reps: int = 7
     archs: list[str] = field(default_factory=lambda: list(ARCHS))
     device: str = "cpu"
+    lr: float = 4e-4
 
 
 ARCH_CFG = {"topk": dict(k=64), "batchtopk": dict(k=64)}
@@ -66,7 +74,7 @@ def matmul_flops(reps: int, device: str) -> list[float]:
 def step_seconds(arch: str, c: BenchConfig, x: torch.Tensor) -> list[float]:
     stamps: list[float] = []
     cfg = TrainConfig(steps=c.warmup + c.steps, batch_size=c.batch_size, progress=False, log_every=10**9,
-                      checkpoint_every=0, input_norm="none", device=c.device)
+                      checkpoint_every=0, input_norm="none", device=c.device, lr=c.lr)
 
     def stamp(step: int, rec: object) -> None:
         _sync(c.device)
@@ -84,9 +92,26 @@ def main() -> None:
     p.add_argument("--archs", nargs="+", default=list(ARCHS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-malloc-tuning", action="store_true", help="measure without the CLI's glibc malloc tuning")
+    p.add_argument("--vs", choices=["saelens"], help="side by side against another library (CPU, interleaved rounds)")
+    p.add_argument("--saelens-python", default=os.environ.get("GEOMSAE_SAELENS_PYTHON"),
+                   help="an interpreter with sae-lens installed; --vs saelens re-runs this script with it "
+                        "when this one lacks sae_lens (default: $GEOMSAE_SAELENS_PYTHON)")
+    p.add_argument("--rounds", type=int, default=3, help="--vs: interleaved rounds (each trains every contender once)")
+    p.add_argument("--d-in", type=int, default=BenchConfig.d_in)
+    p.add_argument("--d-sae", type=int, default=BenchConfig.d_sae)
+    p.add_argument("--batch-size", type=int, default=BenchConfig.batch_size)
     args = p.parse_args()
+    if args.vs == "saelens" and importlib.util.find_spec("sae_lens") is None:
+        if not args.saelens_python:
+            p.error("sae_lens is not importable here: pass --saelens-python (an interpreter with `pip install sae-lens`)")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        os.execve(args.saelens_python, [args.saelens_python, os.path.abspath(__file__), *sys.argv[1:]], env)
     tuned = not args.no_malloc_tuning and tune_malloc()
-    c = BenchConfig(steps=args.steps, archs=args.archs, device=args.device)
+    c = BenchConfig(d_in=args.d_in, d_sae=args.d_sae, batch_size=args.batch_size, steps=args.steps,
+                    archs=args.archs, device=args.device)
+    if args.vs:
+        return vs_saelens(c, args.rounds, tuned)
     torch.manual_seed(0)
     x = torch.randn(c.batch_size * (c.warmup + c.steps), c.d_in)
     rates = matmul_flops(c.matmul_reps, c.device)
@@ -106,6 +131,31 @@ def main() -> None:
     for arch, dt in rows:
         tps = c.batch_size / dt
         print(f"{arch:<16}{dt * 1e3:>10.0f}{tps:>12,.0f}{tps / roof:>13.0%}")
+
+
+def vs_saelens(c: BenchConfig, rounds: int, tuned: bool) -> None:
+    """geomsae and SAELens on the same activations, interleaved (see bench/vs_saelens.py)."""
+    import sae_lens
+
+    from vs_saelens import SAELENS_ARCH, Contender, saelens_step_seconds, side_by_side, table
+
+    if c.device != "cpu":
+        raise SystemExit("--vs saelens measures the CPU (the goal is stated there)")
+    torch.manual_seed(0)
+    n = c.warmup + c.steps
+    x = torch.randn(c.batch_size * (n + 1), c.d_in)
+    contenders = []
+    for arch in c.archs:
+        contenders.append(Contender(f"geomsae:{arch}", arch, lambda a=arch: step_seconds(a, c, x[: c.batch_size * n])))
+        if arch in SAELENS_ARCH:
+            contenders.append(Contender(f"saelens:{arch}", arch, lambda a=arch: saelens_step_seconds(
+                a, c.d_in, c.d_sae, x, c.batch_size, c.warmup, c.steps, c.lr)))
+    print(f"torch {torch.__version__}, sae-lens {sae_lens.__version__}, cpu ({torch.get_num_threads()} threads); "
+          f"d_in {c.d_in}, d_sae {c.d_sae}, batch {c.batch_size}, fp32, Adam lr {c.lr}, grad clip 1; "
+          f"malloc tuning {'on' if tuned else 'off'} (both libraries); {rounds} interleaved rounds of "
+          f"{c.warmup} warm-up + {c.steps} timed steps per contender; topk/batchtopk k 64", flush=True)
+    times, rates = side_by_side(contenders, rounds, c.d_in, c.d_sae, c.batch_size)
+    print("\n".join(table(times, rates, c.archs, c.d_in, c.d_sae, c.batch_size)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from geomsae.saes.adaptive import AdaptiveConfig, adaptive_weights, ramped_weights, update_ema_, warmup_factor
 from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEOutput, check_nonneg
-from geomsae.saes.terms import mean_weighted_l1, sum_squares
+from geomsae.saes.terms import elastic_net_terms
 
 
 @dataclass
@@ -75,8 +75,7 @@ class AENSAE(BaseSAE):
         mse = self.mse(x, out)
         z = self.codes_2d(out)
         w = self.adaptive_weights()
-        l1 = mean_weighted_l1(z, w)  # z >= 0 (ReLU): |z| = z
-        l2 = sum_squares(z) / z.shape[-2]
+        l1, l2 = elastic_net_terms(z, w)  # z >= 0 (ReLU): |z| = z
         sparsity = self.hp("lam1") * l1 + self.lam2 * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),
                                            "l1": l1.detach(), "l2": l2.detach()})

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from geomsae.saes.base import BaseSAE, CanonicalPenalty, LossOutput, SAEConfig, SAEOutput, check_nonneg
-from geomsae.saes.terms import mean_weighted_l1, sum_squares
+from geomsae.saes.terms import elastic_net_terms
 
 
 @dataclass
@@ -49,8 +49,7 @@ class ENSAE(BaseSAE):
     def loss(self, x: Tensor, out: SAEOutput) -> LossOutput:
         mse = self.mse(x, out)
         z = self.codes_2d(out)
-        l1 = mean_weighted_l1(z)  # z >= 0 (ReLU): |z| = z
-        l2 = sum_squares(z) / z.shape[-2]
+        l1, l2 = elastic_net_terms(z)  # z >= 0 (ReLU): |z| = z
         sparsity = self.hp("lam1") * l1 + self.hp("lam2") * l2
         return LossOutput(mse + sparsity, {"mse": mse.detach(), "sparsity": sparsity.detach(),
                                            "l1": l1.detach(), "l2": l2.detach()})
