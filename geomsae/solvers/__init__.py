@@ -11,6 +11,7 @@ from geomsae.solvers.fast import ConvergenceWarning, SolverResult, lam1_max, sol
 from geomsae.solvers.objective import duality_gap, objective
 from geomsae.solvers.path import solve_path
 from geomsae.solvers.reference import solve_cvxpy
+from geomsae.solvers.screening import screen
 
 __all__ = [
     "ConvergenceWarning",
@@ -20,6 +21,7 @@ __all__ = [
     "duality_gap",
     "lam1_max",
     "objective",
+    "screen",
     "solve",
     "solve_cvxpy",
     "solve_path",
