@@ -378,13 +378,56 @@ def solve(
     dtype, so a float32 X gets float32 codes of a float64-certified solve (agreeing with
     the float64 solve to float32 rounding, ≈ 1e-7 relative). Gap and objective are float64.
     """
-    prob = prepare(X, D, lam1=lam1, lam2=lam2, weights=weights, bias=bias, nonneg=nonneg)
+    return Solver(D)(X, lam1=lam1, lam2=lam2, weights=weights, bias=bias, nonneg=nonneg, tol=tol, max_iter=max_iter,
+                     init=init, batch_size=batch_size, check_every=check_every, progress=progress, precision=precision,
+                     algorithm=algorithm)
+
+
+class Solver:
+    """:func:`solve` for one dictionary D (n, m), called many times (calibration, paths, sweeps).
+
+    The dictionary's precomputation (DᵀD for the working sets, ‖D‖₂ for FISTA) is done on
+    first use and reused by every call, whatever the inputs, λ, weights or bias; a call
+    takes the arguments of :func:`solve` except D and returns its :class:`SolverResult`.
+    """
+
+    def __init__(self, D: Any):
+        self.D = D
+        self._ctx: Context | None = None
+
+    def __call__(
+        self,
+        X: Any,
+        *,
+        lam1: float,
+        lam2: float = 0.0,
+        weights: Any = None,
+        bias: Any = None,
+        nonneg: bool = True,
+        tol: float = 1e-8,
+        max_iter: int = 20000,
+        init: Any = None,
+        batch_size: int = 4096,
+        check_every: int = 10,
+        progress: bool = False,
+        precision: str = "mixed",
+        algorithm: str = "working_set",
+    ) -> SolverResult:
+        """Solve F(z; x) for every row of X (B, n) or (n,); see :func:`solve`."""
+        prob = prepare(X, self.D, lam1=lam1, lam2=lam2, weights=weights, bias=bias, nonneg=nonneg)
+        if self._ctx is None:
+            self._ctx = Context(prob.D, prob.lam2)
+        return _solve_prepared(prob, self._ctx, tol=tol, max_iter=max_iter, init=init, batch_size=batch_size,
+                               check_every=check_every, progress=progress, precision=precision, algorithm=algorithm)
+
+
+def _solve_prepared(prob: Problem, ctx: Context, *, tol: float, max_iter: int, init: Any, batch_size: int, check_every: int,
+                    progress: bool, precision: str, algorithm: str) -> SolverResult:
     check_tol(tol, max_iter)
     for name, v in (("batch_size", batch_size), ("check_every", check_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
     Z0 = prepare_codes("init", init, prob) if init is not None else None
-    ctx = Context(prob.D, prob.lam2)
     Z, gap, P, its, conv = solve_with_context(
         prob, ctx, Z0, tol=tol, max_iter=max_iter, batch_size=batch_size, check_every=check_every, progress=progress, precision=precision,
         algorithm=algorithm,
