@@ -45,7 +45,7 @@ def test_working_set_matches_cvxpy_with_certified_gap(geometry, lam2, nonneg):
     X = planted(rng, D, 6, 4, noise=0.05)
     w = rng.uniform(0.5, 2.0, D.shape[1])
     tol = 1e-10
-    fast = solve(X, D, lam1=0.1, lam2=lam2, weights=w, nonneg=nonneg, tol=tol)
+    fast = solve(X, D, lam1=0.1, lam2=lam2, weights=w, nonneg=nonneg, tol=tol, algorithm="working_set")
     ref = solve_cvxpy(X, D, lam1=0.1, lam2=lam2, weights=w, nonneg=nonneg)
     gap, P = independent_gap(X, D, fast.codes, 0.1, lam2, w, nonneg)
     assert np.all(gap <= tol * P + 1e-14), (gap / P).max()
@@ -63,7 +63,7 @@ def test_working_set_equals_full_solution(geometry, nonneg):
     rng = np.random.default_rng(3)
     D = GEOMETRIES[geometry](rng)
     X = planted(rng, D, 10, 5, noise=0.05)
-    ws = solve(X, D, lam1=0.05, lam2=0.02, nonneg=nonneg, tol=1e-12)
+    ws = solve(X, D, lam1=0.05, lam2=0.02, nonneg=nonneg, tol=1e-12, algorithm="working_set")
     full = solve(X, D, lam1=0.05, lam2=0.02, nonneg=nonneg, tol=1e-12, algorithm="fista", precision="double")
     np.testing.assert_allclose(ws.objective, full.objective, rtol=1e-10)
     assert_within_certified_distance(ws, full, 0.02)
@@ -96,7 +96,7 @@ def test_exact_duplicates_at_lam2_zero_are_certified():
     D = random_dict(rng, 20, 30)
     D = np.concatenate([D, D[:, :10]], axis=1)
     X = planted(rng, D, 5, 3, noise=0.05)
-    res = solve(X, D, lam1=0.1, lam2=0.0, tol=1e-10)
+    res = solve(X, D, lam1=0.1, lam2=0.0, tol=1e-10, algorithm="working_set")
     gap, P = independent_gap(X, D, res.codes, 0.1, 0.0, np.ones(40), True)
     assert res.converged.all() and np.all(gap <= 1e-10 * P + 1e-14)
 
@@ -149,7 +149,7 @@ def test_screening_at_the_optimum_discards_the_clearly_inactive():
     rng = np.random.default_rng(0)
     D = random_dict(rng, 30, 200)
     X = planted(rng, D, 4, 3, noise=0.01)
-    res = solve(X, D, lam1=0.2, lam2=0.05, tol=1e-14)
+    res = solve(X, D, lam1=0.2, lam2=0.05, tol=1e-14, algorithm="working_set")
     keep = screen(X, D, res.codes, lam1=0.2, lam2=0.05)
     V = (X - res.codes @ D.T) @ D
     # with a gap of ~1e-14 the ball is tiny: every atom clearly below the threshold goes
