@@ -124,7 +124,10 @@ def calibrate_lam1(Xp: Tensor, D: Tensor, b: Tensor, target_l0: float, *, iters:
             _secant(sub, target_l0, br[0], br[1], iters, 0.5 / subsample)
             lam = sub.best(target_l0)[0]
     full = _Search(solver, Xp, b, tol)
-    br = _bracket(full, target_l0, lam, 1.25, lo_limit, hi)
+    if N > 2 * subsample:  # a narrow bracket around the subsample's answer
+        br = _bracket(full, target_l0, lam, 1.25, lo_limit, hi)
+    else:  # no subsample stage: a coarse bracket first, as stage 1 does
+        br = _bracket(full, target_l0, hi / 2, 4.0, lo_limit, hi)
     if br is not None:
         _secant(full, target_l0, br[0], br[1], iters, 0.5 / N)
     return full.best(target_l0)
