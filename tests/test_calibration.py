@@ -50,4 +50,4 @@ def test_calibration_of_an_all_zero_target():
     X = torch.from_numpy(rng.standard_normal((10, 8)))
     lam, l0 = calibrate_lam1(X, D, torch.zeros(8, dtype=torch.float64), 0.0, iters=8, tol=1e-8)
     assert l0 == 0.0
-    assert np.all(solve(X, D, lam1=lam, lam2=0.0).codes == 0)
+    assert bool((solve(X, D, lam1=lam, lam2=0.0).codes == 0).all())
