@@ -11,7 +11,7 @@ Penalties: aen / adaptive_lasso use the SAE's current adaptive weights, en w ≡
 relu_l1 w_j = ‖W_dec,j‖ (all from ``sae.canonical_penalty()``). TopK, BatchTopK, JumpReLU
 and gated SAEs have no l1 objective of their own: for them we solve the non-negative
 lasso (λ2 = 0, w ≡ 1) with λ1 calibrated by bisection so that the exact codes' L0
-matches the encoder's L0 on a calibration subset; the report says so.
+matches the encoder's L0 on a calibration subset (:mod:`geomsae.calibration`); the report says so.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from torch import Tensor
 
 from geomsae import metrics
 from geomsae.saes.base import per_token_scale
-from geomsae.solvers import lam1_max, solve
+from geomsae.calibration import calibrate_lam1
+from geomsae.solvers import Solver
 from geomsae.solvers._validate import prepare
 from geomsae.solvers.objective import gap_terms, kkt_residual
 
@@ -47,7 +48,8 @@ class CompareConfig:
     calibrate_tokens: int = 512
     """Tokens used to calibrate λ1 for surrogate penalties (topk, batchtopk, jumprelu, gated)."""
     calibrate_iters: int = 16
-    """Bisection steps (in log λ1) of that calibration."""
+    """Solves of each stage of that calibration at most (a secant search in log λ1 on a
+    64-token subsample, then on all ``calibrate_tokens``; see :mod:`geomsae.calibration`)."""
     lipschitz_tokens: int = 64
     """Tokens at which local Lipschitz ratios ‖Δz‖/‖Δx‖ of both maps are measured."""
     lipschitz_eps: float = 1e-3
@@ -284,28 +286,6 @@ def encoder_codes(sae: Any, X: Tensor) -> Tensor:
     return out
 
 
-def calibrate_lam1(Xp: Tensor, D: Tensor, b: Tensor, target_l0: float, *, iters: int, tol: float) -> tuple[float, float]:
-    """λ1 of the non-negative lasso whose exact codes have mean L0 ≈ ``target_l0`` (bisection in log λ1)."""
-    hi = float(lam1_max(Xp, D, bias=b).max())
-    if target_l0 <= 0 or hi <= 0:
-        return max(hi, 1e-12) * 1.0001, 0.0
-    lo = hi * 1e-4
-    init = None
-    best = (hi, 0.0)
-    for _ in range(iters):
-        mid = math.sqrt(lo * hi)
-        res = solve(Xp, D, lam1=mid, lam2=0.0, bias=b, tol=max(tol, 1e-6), init=init, max_iter=5000)
-        l0 = float((res.codes > 0).sum(1).double().mean())
-        init = res.codes
-        if abs(l0 - target_l0) < abs(best[1] - target_l0):
-            best = (mid, l0)
-        if l0 > target_l0:
-            lo = mid
-        else:
-            hi = mid
-    return best
-
-
 def _support_stats(z_enc: Tensor, z_star: Tensor) -> dict[str, Tensor]:
     a, b = z_enc > 0, z_star > 0
     inter = (a & b).sum(1).double()
@@ -319,7 +299,8 @@ def _support_stats(z_enc: Tensor, z_star: Tensor) -> dict[str, Tensor]:
     }
 
 
-def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor, D: Tensor, b: Tensor, pen: dict, cfg: CompareConfig) -> dict[str, Any]:
+def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor, D: Tensor, b: Tensor, pen: dict, cfg: CompareConfig,
+               solver: Solver) -> dict[str, Any]:
     g = torch.Generator().manual_seed(cfg.seed)
     n = min(cfg.lipschitz_tokens, Xp.shape[0])
     U = torch.randn(n, Xp.shape[1], generator=g, dtype=torch.float64)
@@ -332,7 +313,7 @@ def _lipschitz(sae: Any, Xp: Tensor, Xraw: Tensor, z_enc: Tensor, z_star: Tensor
     else:
         raw2 = Xp2
     ze2 = encoder_codes(sae, raw2)
-    zs2 = solve(Xp2, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=1e-12,
+    zs2 = solver(Xp2, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=1e-12,
                 init=z_star[:n], max_iter=50_000).codes
     r_enc = (ze2 - z_enc[:n]).norm(dim=1) / delta[:, 0]
     r_star = (zs2 - z_star[:n]).norm(dim=1) / delta[:, 0]
@@ -374,16 +355,18 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None, *, progress:
     z_enc = encoder_codes(sae, X)
     cp = sae.canonical_penalty()
     calibrated = not cp.exact or cfg.calibrate
+    solver = Solver(D)  # one Gram matrix for the calibration, the exact solve and the Lipschitz ratios
     t_cal = time.perf_counter()
     if calibrated:
         nc = min(cfg.calibrate_tokens, Xp.shape[0])
-        _say(progress, f"calibrating λ1 to the encoder's L0 on {nc} tokens ({cfg.calibrate_iters} bisection steps)")
+        _say(progress, f"calibrating λ1 to the encoder's L0 on {nc} tokens (secant search, at most {cfg.calibrate_iters} solves per stage)")
         target = float((z_enc[:nc] > 0).sum(1).double().mean())
-        lam1, l0_cal = calibrate_lam1(Xp[:nc], D, b, target, iters=cfg.calibrate_iters, tol=cfg.tol)
+        lam1, l0_cal = calibrate_lam1(Xp[:nc], D, b, target, iters=cfg.calibrate_iters, tol=cfg.tol, solver=solver)
         pen = {"lam1": lam1, "lam2": 0.0, "weights": None}
         why = f"{sae.arch} has no l1 objective" if not cp.exact else f"{sae.arch}'s own penalty set aside (calibrate)"
         how = (f"{why}: solved the non-negative lasso (λ2 = 0, w ≡ 1) with λ1 = {lam1:.6g} "
-               f"calibrated by {cfg.calibrate_iters}-step bisection so that the exact L0 ({l0_cal:.2f}) matches the "
+               f"calibrated by a warm-started secant search in log λ1 (at most {cfg.calibrate_iters} solves on a "
+               f"subsample, then on all {nc} tokens) so that the exact L0 ({l0_cal:.2f}) matches the "
                f"encoder's L0 ({target:.2f}) on {nc} tokens")
     else:
         w = None if cp.weights is None else cp.weights.detach().double()
@@ -392,8 +375,8 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None, *, progress:
     t1 = time.perf_counter()
     t_cal = t1 - t_cal
     _say(progress, f"exact solve of {Xp.shape[0]} problems (d_sae {D.shape[1]}) to relative gap {cfg.tol:g}")
-    res = solve(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=cfg.tol,
-                progress=progress)
+    res = solver(Xp, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, tol=cfg.tol,
+                 progress=progress)
     t_solve = time.perf_counter() - t1
     z_star = res.codes
     prob = prepare(Xp, D, lam1=pen["lam1"], lam2=pen["lam2"], weights=pen["weights"], bias=b, nonneg=True)
@@ -410,7 +393,7 @@ def compare_sae(sae: Any, X: Any, cfg: CompareConfig | None = None, *, progress:
     N = Xp.shape[0]
     t2 = time.perf_counter()
     _say(progress, f"local Lipschitz ratios at {min(cfg.lipschitz_tokens, N)} tokens")
-    lip = _lipschitz(sae, Xp, X, z_enc, z_star, D, b, pen, cfg)
+    lip = _lipschitz(sae, Xp, X, z_enc, z_star, D, b, pen, cfg, solver)
     t_lip = time.perf_counter() - t2
 
     summary = CompareSummary(

@@ -90,7 +90,7 @@ def test_calibrated_lasso_matches_topk_l0():
     torch.manual_seed(0)
     sae = make("topk", 16, 48, k=5)
     rep = compare_sae(sae, torch.randn(200, 16), CompareConfig(lipschitz_tokens=4, calibrate_tokens=200))
-    assert rep.penalty.calibrated and "bisection" in rep.penalty.how
+    assert rep.penalty.calibrated and "secant search" in rep.penalty.how
     assert rep.summary.l0_encoder == pytest.approx(5.0)
     assert rep.summary.l0_exact == pytest.approx(5.0, abs=0.5)
 

@@ -261,7 +261,7 @@ def test_nonconvergence_warns_and_flags(rng):
     D = spiked_dict(rng, 20, 80, 0.9)
     X = planted(rng, D, 4, 6, noise=0.1)
     with pytest.warns(ConvergenceWarning, match=r"did not converge: worst certified relative gap .* > tol 1e-14"):
-        res = solve(X, D, lam1=0.01, lam2=0.0, tol=1e-14, max_iter=3)
+        res = solve(X, D, lam1=0.01, lam2=0.0, tol=1e-14, max_iter=3, algorithm="fista")
     assert not res.converged.all()
     assert np.all(res.n_iter == 3)
 

@@ -7,19 +7,22 @@ Lasso (λ2 = 0, w ≡ 1), elastic net (λ2 > 0), adaptive lasso and adaptive ela
 """
 
 from geomsae.solvers.adaptive import adaptive_weights, aen_solve
-from geomsae.solvers.fast import ConvergenceWarning, SolverResult, lam1_max, solve
+from geomsae.solvers.fast import ConvergenceWarning, Solver, SolverResult, lam1_max, solve
 from geomsae.solvers.objective import duality_gap, objective
 from geomsae.solvers.path import solve_path
 from geomsae.solvers.reference import solve_cvxpy
+from geomsae.solvers.screening import screen
 
 __all__ = [
     "ConvergenceWarning",
+    "Solver",
     "SolverResult",
     "adaptive_weights",
     "aen_solve",
     "duality_gap",
     "lam1_max",
     "objective",
+    "screen",
     "solve",
     "solve_cvxpy",
     "solve_path",

@@ -42,6 +42,24 @@ def primal_from_residual(R: Tensor, Z: Tensor, prob: Problem) -> Tensor:
     return P
 
 
+def dual_scale(R: Tensor, V: Tensor, prob: Problem) -> Tensor:
+    """(B,) the factor s of the dual point θ = s·R built from R (B, n) and V = R D (B, m).
+
+    s = 1 for λ2 > 0; for λ2 = 0 the best multiple of r inside the feasible set
+    {V_j ≤ λ1 w_j}: s = clip(⟨r, y⟩/‖r‖², 0, s_max).
+    """
+    if prob.lam2 > 0:
+        return torch.ones(R.shape[0], dtype=R.dtype, device=R.device)
+    thr = prob.lam1 * prob.W
+    Vs = V if prob.nonneg else V.abs()
+    ratio = (Vs / thr).amax(dim=1)  # (B,)
+    s_max = torch.where(ratio > 0, 1.0 / ratio.clamp_min(1e-300), torch.full_like(ratio, float("inf")))
+    rr = (R * R).sum(dim=1)
+    ry = (R * prob.Y).sum(dim=1)
+    s = torch.where(rr > 0, ry / rr.clamp_min(1e-300), torch.zeros_like(rr))
+    return torch.minimum(s.clamp_min(0), s_max)
+
+
 def dual_from_residual(R: Tensor, V: Tensor, prob: Problem) -> Tensor:
     """(B,) dual objective Dual(θ) at the dual point built from R (B, n) and V = R D (B, m)."""
     Y = prob.Y
@@ -51,13 +69,8 @@ def dual_from_residual(R: Tensor, V: Tensor, prob: Problem) -> Tensor:
         conj = (Vs - thr).clamp_min(0).pow(2).sum(dim=1) / (2 * prob.lam2)
         return (R * Y).sum(dim=1) - 0.5 * (R * R).sum(dim=1) - conj
     # λ2 = 0: rescale r into the feasible set {V_j ≤ λ1 w_j}.
-    ratio = (Vs / thr).amax(dim=1)  # (B,)
-    s_max = torch.where(ratio > 0, 1.0 / ratio.clamp_min(1e-300), torch.full_like(ratio, float("inf")))
-    rr = (R * R).sum(dim=1)
-    ry = (R * Y).sum(dim=1)
-    s = torch.where(rr > 0, ry / rr.clamp_min(1e-300), torch.zeros_like(rr))
-    s = torch.minimum(s.clamp_min(0), s_max)
-    return s * ry - 0.5 * s * s * rr
+    s = dual_scale(R, V, prob)
+    return s * (R * Y).sum(dim=1) - 0.5 * s * s * (R * R).sum(dim=1)
 
 
 def gap_terms(Z: Tensor, prob: Problem) -> tuple[Tensor, Tensor, Tensor]:
