@@ -115,3 +115,33 @@ def test_killed_harvest_resumes_to_the_same_cache(tmp_path):
         assert (out / f).read_bytes() == (ref / f).read_bytes(), f
     print(f"\nharvest faults injected and resumed: {len(FAULTS)} ({'; '.join(FAULTS)})")
     assert FAULTS
+
+
+def _rows_without_time(path: Path) -> list[list[str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    drop = {rows[0].index(c) for c in ("train_time_s", "train_tokens_per_s") if c in rows[0]}
+    return [[v for i, v in enumerate(r) if i not in drop] for r in rows]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_experiment_runner_killed_after_a_stack_resumes_to_the_same_results(tmp_path, sig):
+    """`python -m synthetic.starvation --preset tiny` (one worker) killed once its first stack is on disk,
+    then rerun: it trains only what is missing and ends with the uninterrupted run's results."""
+    base = [sys.executable, "-m", "synthetic.starvation", "--preset", "tiny", "--workers", "1"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert subprocess.run([*base, "--out", str(full)], env=ENV, cwd=ROOT, capture_output=True).returncode == 0
+    code = _interrupt([*base, "--out", str(cut)], cut / "results.csv", sig, delay=random.Random(int(sig)).uniform(0, 0.5))
+    assert code != 0 or (cut / "summary.md").exists()  # killed, or it finished first
+    if code != 0:
+        assert not (cut / "summary.md").exists()  # nothing half-written reads as complete
+        partial = _rows_without_time(cut / "results.csv")
+        assert 1 < len(partial) < len(_rows_without_time(full / "results.csv"))  # finished stacks only
+    done = subprocess.run([*base, "--out", str(cut)], env=ENV, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    if code != 0:
+        assert "resuming" in done.stderr
+    assert _rows_without_time(cut / "results.csv") == _rows_without_time(full / "results.csv")
+    assert (cut / "matched.csv").read_bytes() == (full / "matched.csv").read_bytes()
