@@ -49,7 +49,7 @@ class CompareConfig:
     """Tokens used to calibrate λ1 for surrogate penalties (topk, batchtopk, jumprelu, gated)."""
     calibrate_iters: int = 16
     """Solves of each stage of that calibration at most (a secant search in log λ1 on a
-    64-token subsample, then on all ``calibrate_tokens``; see :mod:`geomsae.calibration`)."""
+    64-token subsample, then on all the calibration tokens)."""
     lipschitz_tokens: int = 64
     """Tokens at which local Lipschitz ratios ‖Δz‖/‖Δx‖ of both maps are measured."""
     lipschitz_eps: float = 1e-3

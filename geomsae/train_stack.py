@@ -59,17 +59,18 @@ from geomsae.train_config import TrainConfig, lr_at
 from geomsae.train_utils import (
     METRICS_FILE,
     LossWindow,
+    TrainingStopped,
     autocast,
     build_sae,
     check_resume,
     deterministic,
     make_adam,
     open_stream,
-    sae_update,
     resolve_device,
+    sae_update,
     sigint_deferred,
+    source_fingerprint,
     step_record,
-    TrainingStopped,
     truncate_log,
 )
 
@@ -198,8 +199,8 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
         opt = make_adam(params, cfg)
         if adam is not None:
             _load_adam(opt, stack, adam)
-        metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i])}
-                 for i in range(n)]
+        metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
+                  "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
         return _run(stack, opt, params, streams, per_member, cfgs, device, paths, step, tokens, scales, metas,
                     callback, set(eval_steps), on_eval)
 

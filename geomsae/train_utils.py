@@ -127,14 +127,22 @@ class TrainingStopped(KeyboardInterrupt):
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM raise :class:`TrainingStopped` (a KeyboardInterrupt) in the main thread, as
-    Ctrl-C does, instead of killing the process where it stands."""
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`TrainingStopped` (a KeyboardInterrupt) in the main
+    thread, as Ctrl-C does, instead of killing the process where it stands; the previous handler is
+    restored on leaving (a caller in the same process, e.g. a notebook or a test, keeps its own)."""
     def handler(signum: int, frame: Any) -> None:
         raise TrainingStopped(signum)
 
-    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    if not (hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread()):
+        yield
+        return
+    prev = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, prev)
 
 
 @contextlib.contextmanager

@@ -147,9 +147,11 @@ def flip_checks(D: np.ndarray, X: np.ndarray, *, lam1: float, lam2: float, weigh
 
 def duplicate_checks(D: np.ndarray, x: np.ndarray, *, lam1: float, lam2: float, nonneg: bool = True,
                      lasso_lam2: float = 0.0, label: str = "") -> list[Check]:
-    """Append a copy of the atom carrying x's largest code; lasso non-uniqueness and the
-    elastic net's equal split. ``lasso_lam2`` > 0 only in the deliberately broken test."""
-    j = int(np.argmax(np.abs(exact(x[None], D, lam1=lam1, lam2=max(lam2, 1e-3), nonneg=nonneg).Z[0])))
+    """Append a copy of the atom carrying x's largest lasso code; lasso non-uniqueness and the
+    elastic net's equal split. ``lasso_lam2`` > 0 only in the deliberately broken test. (The atom is
+    chosen from the lasso's own code: one chosen from a ridge-heavy EN code may carry no lasso mass,
+    and then there is nothing to split.)"""
+    j = int(np.argmax(np.abs(exact(x[None], D, lam1=lam1, lam2=lasso_lam2, nonneg=nonneg).Z[0])))
     D2 = np.concatenate([D, D[:, j : j + 1]], axis=1)
     b = D2.shape[1] - 1
     kl = dict(lam1=lam1, lam2=lasso_lam2, nonneg=nonneg)

@@ -48,11 +48,21 @@ def test_sigterm_is_handled_like_ctrl_c(X, tmp_path):
         if step == 7:
             os.kill(os.getpid(), signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingStopped) as info:
         train(SPEC, X, cfg(out=str(tmp_path)), callback=term_at_7)
     assert info.value.signum == signal.SIGTERM
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [5, 7]
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is taken down again
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is taken down again
+
+
+def test_the_cli_restores_the_sigterm_handler(tmp_path):
+    from geomsae.train_utils import stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_sigterm():
+        assert signal.getsignal(signal.SIGTERM) != before
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(X, tmp_path):

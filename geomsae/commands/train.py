@@ -158,25 +158,25 @@ def run(args: argparse.Namespace) -> int:
     spec = sae_spec(args, src.d_in)
     from geomsae.train_utils import stop_on_sigterm
 
-    try:
-        stop_on_sigterm()  # before and after the training loop, SIGTERM stops like Ctrl-C (exit 143)
-        result = train(spec, src, cfg, resume=args.resume)
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a checkpoint was saved (TrainingStopped)
-        print("geomsae train: interrupted (run again with --resume to continue)", file=sys.stderr)
-        return 128 + (getattr(exc, "signum", None) or 2)
-    except NonFiniteLossError as exc:
-        print(f"geomsae train: error: {exc}", file=sys.stderr)
-        return 3
-    if result.out is None:  # a rank > 0 of a data-parallel run (torchrun): rank 0 saves and reports
-        return 0
-    m = result.metrics
-    summary = {k: m[k] for k in ("step", "tokens", "loss", "fvu", "l0", "dead_fraction") if k in m}
-    print(f"geomsae train: saved {str(result.out)!r} (input scale {result.input_scale:.6g}); last batch: "
-          + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-    if eval_src is not None:
-        from geomsae.evaluate import evaluate
+    with stop_on_sigterm():  # before and after the training loop too, SIGTERM stops like Ctrl-C (exit 143)
+        try:
+            result = train(spec, src, cfg, resume=args.resume)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: a checkpoint was saved (TrainingStopped)
+            print("geomsae train: interrupted (run again with --resume to continue)", file=sys.stderr)
+            return 128 + (getattr(exc, "signum", None) or 2)
+        except NonFiniteLossError as exc:
+            print(f"geomsae train: error: {exc}", file=sys.stderr)
+            return 3
+        if result.out is None:  # a rank > 0 of a data-parallel run (torchrun): rank 0 saves and reports
+            return 0
+        m = result.metrics
+        summary = {k: m[k] for k in ("step", "tokens", "loss", "fvu", "l0", "dead_fraction") if k in m}
+        print(f"geomsae train: saved {str(result.out)!r} (input scale {result.input_scale:.6g}); last batch: "
+              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+        if eval_src is not None:
+            from geomsae.evaluate import evaluate
 
-        res = evaluate(result.sae, eval_src, batch_size=cfg.batch_size, device=result.sae.W_dec.device)
-        (result.out / "eval.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
-        print(format_table(res, title=f"held-out evaluation ({res.n_tokens} tokens)"))
-    return 0
+            res = evaluate(result.sae, eval_src, batch_size=cfg.batch_size, device=result.sae.W_dec.device)
+            (result.out / "eval.json").write_text(json.dumps(res.to_json(), indent=1) + "\n")
+            print(format_table(res, title=f"held-out evaluation ({res.n_tokens} tokens)"))
+        return 0
