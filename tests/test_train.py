@@ -210,10 +210,15 @@ def test_ctrl_c_saves_a_checkpoint_between_steps(toy, tmp_path):
         if step == 7:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        train({"arch": "en", "d_sae": 64}, X[:1024], cfg(steps=50, out=str(tmp_path)), callback=press_ctrl_c)
-    assert [s for s, _ in list_checkpoints(tmp_path)] == [7]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # a process started in the background (nohup, some CI runners) inherits SIGINT ignored: set the usual handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train({"arch": "en", "d_sae": 64}, X[:1024], cfg(steps=50, out=str(tmp_path)), callback=press_ctrl_c)
+        assert [s for s, _ in list_checkpoints(tmp_path)] == [7]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_bad_config_and_input_raise_naming_the_value(toy, tmp_path):
