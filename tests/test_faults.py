@@ -74,13 +74,19 @@ def test_killed_and_terminated_training_resumes_to_the_same_bytes(data, tmp_path
         out = tmp_path / f"cut{run}"
         first = True
         for sig in sigs:
+            if (out / "sae.safetensors").exists():
+                break  # the last kill came after the final SAE was written: the run is complete
             rc = _interrupt(_train_cmd(data, out, *([] if first else ["--resume"])), out / "metrics.jsonl", sig,
                             rng.uniform(0.0, 1.0))
             first = False
             assert rc in (0, -signal.SIGKILL, 128 + signal.SIGTERM), rc
-            assert not (out / "sae.safetensors").exists() or rc == 0  # never a final SAE before the end
-        done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
-        assert done.returncode == 0, done.stderr.decode()
+            # a final SAE only once every step ran (a kill may still land after it was written, before the exit)
+            if (out / "sae.safetensors").exists():
+                steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+                assert steps[-1] == 60
+        if not (out / "sae.safetensors").exists():
+            done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
+            assert done.returncode == 0, done.stderr.decode()
         assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
         steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
         assert steps == sorted(set(steps)) and steps[-1] == 60
