@@ -383,6 +383,16 @@ CONVERGENCE_FRAC = 0.1
 """Share of the steps, at the end of a run, over which the loss trend is measured (docs/method.md §7.5)."""
 
 
+UNCONVERGED_REL_CHANGE = -0.01
+"""A run whose ``loss_rel_change`` is below this (its loss still fell by more than 1 % over the last
+tenth of its steps) had not converged (docs/method.md §7.5)."""
+
+
+def unconverged(rel_change: float) -> bool:
+    """Whether a run with this ``loss_rel_change`` had not converged (NaN, unknown: False)."""
+    return rel_change == rel_change and rel_change < UNCONVERGED_REL_CHANGE
+
+
 def loss_trend(steps: Any, losses: Any) -> tuple[float, float]:
     """Least-squares slope of the loss against the step, and the relative change it implies.
 

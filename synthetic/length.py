@@ -26,9 +26,7 @@ from geomsae.study.agreement import KINDS, agree
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
 from geomsae.study.verdicts import LABELS
-
-UNCONVERGED = -0.01
-"""A run whose loss_rel_change is below this (the loss fell by > 1 % over the last tenth) had not converged."""
+from geomsae.train_utils import UNCONVERGED_REL_CHANGE, unconverged
 
 
 def load(folder: Path) -> dict[str, Any]:
@@ -39,7 +37,7 @@ def load(folder: Path) -> dict[str, Any]:
     known = [v for v in rel if not math.isnan(v)]
     matched = read_csv(folder / "matched.csv") if (folder / "matched.csv").exists() else []
     return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"), "matched": matched,
-            "folder": folder, "unconverged": sum(v < UNCONVERGED for v in known) / len(known) if known else math.nan}
+            "folder": folder, "unconverged": sum(unconverged(v) for v in known) / len(known) if known else math.nan}
 
 
 def moves(runs: list[dict[str, Any]]) -> list[str]:
@@ -126,7 +124,7 @@ def write(folders: list[Path], out: Path) -> list[Path]:
     span = runs[-1]["steps"] / runs[0]["steps"]
     lines = ["# Verdicts against training length", "", f"{len(runs)} lengths spanning {span:g}× ("
              + ", ".join(f"`{r['folder'].name}`" for r in runs) + "); 'runs not converged': loss_rel_change < "
-             f"{UNCONVERGED} (docs/method.md §7.5).", ""] + table(runs)
+             f"{UNCONVERGED_REL_CHANGE} (docs/method.md §7.5).", ""] + table(runs)
     lines += ["", "## How the verdicts move from one length to the next", "",
               "soft: one side underpowered or n/a; decisive: two different resolved labels; opposite: holds against "
               "does not hold (docs/method.md §7.4).", ""] + moves(runs)

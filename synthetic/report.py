@@ -23,6 +23,7 @@ from geomsae.study import Claim, Study
 from geomsae.study.matched import mean_std
 from geomsae.study.report import pm
 from geomsae.study.verdicts import NONINFERIORITY_FVU
+from geomsae.train_utils import unconverged
 from synthetic.plots import FIGURES
 
 CLAIMS: tuple[Claim, ...] = (
@@ -69,7 +70,7 @@ def chance_note(cfg: Any, rows: list[dict[str, Any]], matched: list[dict[str, An
              "results.csv and matched.csv hold every score, its chance level and its chance-corrected value."]
     n_coll = sum(int(r.get("collapsed", 0) == 1) for r in rows)
     slopes = [r.get("loss_rel_change", float("nan")) for r in rows]
-    moving = sum(1 for v in slopes if v == v and v < -0.01)
+    moving = sum(unconverged(v) for v in slopes)
     lines += ["", f"**Runs.** {n_coll} of {len(rows)} runs collapsed (FVU ≥ 0.95 or L0 < 0.5; left out of the "
               f"interpolation). {moving} of {len(rows)} runs' training loss still fell by more than 1 % over the last "
               "10 % of the steps (`loss_rel_change` < −0.01 in results.csv): they had not converged."]

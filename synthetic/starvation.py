@@ -46,7 +46,17 @@ import numpy as np
 import torch
 
 from geomsae.config_cli import parse_config as parse_dataclass
-from geomsae.study import ARMS, Cell, Member, Run, StudySettings, sweep, tables, train_and_evaluate, train_round
+from geomsae.study import (
+    ARMS,
+    Cell,
+    Member,
+    Run,
+    StudySettings,
+    sweep,
+    tables,
+    train_and_evaluate,
+    train_round,
+)
 from geomsae.study.arms import AEN_GRID, aen_grid_name
 from geomsae.study.cost import train_flops_per_token
 from geomsae.study.stack import train_config
