@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from figures import build
+from geomsae.config_cli import OneLineErrors
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m figures", description=__doc__)
+    p = OneLineErrors(prog="python -m figures", description=__doc__)
     p.add_argument("--quick", action="store_true",
                    help="retrain everything at quick sizes (<= 10 min on 2 CPU cores) into figures/quick/")
     p.add_argument("--only", nargs="+", default=None, help="only these sources (e.g. starvation proofs_check)")

@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Any
 
-from geomsae.config_cli import ArgumentParser
+from geomsae.config_cli import ArgumentParser, OneLineErrors
 
 # name -> module under geomsae.commands
 COMMANDS = {
@@ -33,7 +33,7 @@ def _command_parser(*, parser_class: type[ArgumentParser] = ArgumentParser, **kw
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geomsae", description=__doc__.splitlines()[0])
+    parser = OneLineErrors(prog="geomsae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_command_parser)
     for name, module in COMMANDS.items():
         importlib.import_module(f"geomsae.commands.{module}").add_parser(sub, name)

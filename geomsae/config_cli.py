@@ -18,7 +18,7 @@ import functools
 import types
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import simple_parsing
 from simple_parsing import ConflictResolution, DashVariant
@@ -96,8 +96,18 @@ class HelpFormatter(simple_parsing.SimpleHelpFormatter):
         return super()._get_help_string(action)
 
 
-class ArgumentParser(simple_parsing.ArgumentParser):
-    """A ``simple_parsing.ArgumentParser`` with geomsae's option spelling (see the module doc).
+class OneLineErrors(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line on stderr, ``PROG: error: MESSAGE
+    (PROG --help lists the options)``, with exit status 2 — the form of every other geomsae
+    error (argparse would print its usage line first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} ({self.prog} --help lists the options)\n")
+
+
+class ArgumentParser(OneLineErrors, simple_parsing.ArgumentParser):
+    """A ``simple_parsing.ArgumentParser`` with geomsae's option spelling (see the module doc)
+    and one-line usage errors (:class:`OneLineErrors`).
 
     Two dataclasses in one parser must not share a field name: a clash raises at parse time
     instead of being renamed with a prefix behind the user's back.

@@ -157,7 +157,7 @@ def _chance_dict(D_true: torch.Tensor) -> torch.Tensor | None:
 def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: int = 4096,
              true_dict: Any = None, true_codes: Any = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
              device: str | torch.device | None = None, rms: float | None = None,
-             fire_rel: float = metrics.FIRE_REL) -> EvalResult:
+             fire_rel: float = metrics.FIRE_REL, progress: bool = False) -> EvalResult:
     """Metrics of ``sae`` on the first ``n_tokens`` tokens of ``source`` (all by default).
 
     :param sae: a trained SAE taking raw activations (as :func:`geomsae.load` returns).
@@ -170,6 +170,7 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
     :param windows: token counts N for :attr:`EvalResult.dead_windows` (those ≤ tokens read).
     :param rms: the data's RMS norm for the firing rule (skips the first pass); > 0.
     :param fire_rel: the relative firing threshold (docs/method.md §3), ≥ 0.
+    :param progress: show a tqdm bar of the tokens read on stderr (one per pass).
     :returns: an :class:`EvalResult`.
     """
     if n_tokens is not None and not (isinstance(n_tokens, int) and n_tokens >= 1):
@@ -195,21 +196,28 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
             raise ValueError(f"true_codes has shape {tuple(Z_true.shape)}, must be (N, n_true={D_true.shape[1]})")
     dev = torch.device(device) if device is not None else next(sae.parameters()).device
 
-    def stream():
+    total = src.n_tokens if n_tokens is None else (n_tokens if src.n_tokens is None else min(n_tokens, src.n_tokens))
+
+    def stream(desc: str):
+        from tqdm.auto import tqdm
+
         seen = 0
-        for x in src.batches(batch_size, shuffle=False, epochs=1):
-            if n_tokens is not None:
-                x = x[: n_tokens - seen]
-            yield seen, x.to(dev)
-            seen += x.shape[0]
-            if n_tokens is not None and seen >= n_tokens:
-                break
+        with tqdm(total=total, disable=not progress, unit="tok", unit_scale=True, desc=desc,
+                  dynamic_ncols=True) as bar:
+            for x in src.batches(batch_size, shuffle=False, epochs=1):
+                if n_tokens is not None:
+                    x = x[: n_tokens - seen]
+                yield seen, x.to(dev)
+                seen += x.shape[0]
+                bar.update(x.shape[0])
+                if n_tokens is not None and seen >= n_tokens:
+                    break
 
     per_token = getattr(sae.cfg, "input_norm", "none") == "per_token"
     x_mean = None
     if rms is None or Z_true is not None:
         pre = metrics.FVUAccumulator()
-        for _, x in stream():
+        for _, x in stream("eval: mean and RMS"):
             pre.update(x, x)
         if pre.n_tokens == 0:
             raise ValueError("the activation source yielded no tokens")
@@ -227,7 +235,7 @@ def evaluate(sae: Any, source: Any, *, n_tokens: int | None = None, batch_size: 
     l2_n = 0
     seen = 0
     with torch.no_grad():
-        for start, x in stream():
+        for start, x in stream("eval"):
             out = sae(x)
             fvu_acc.update(x, out.x_hat)
             tracker.update(metrics.fires(out.codes, norms, rms, fire_rel))

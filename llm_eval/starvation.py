@@ -47,8 +47,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.config_cli import parse_config as parse_dataclass
-from geomsae.study import ARMS, Cell, Member, Run, sweep, tables, train_and_evaluate, train_round
+from geomsae.study import (
+    ARMS,
+    Cell,
+    Member,
+    Run,
+    sweep,
+    tables,
+    train_and_evaluate,
+    train_round,
+)
 from geomsae.study.stack import train_config
 from llm_eval.config import PRESETS, LLMStarvationConfig
 
@@ -237,7 +247,7 @@ def report(cfg: LLMStarvationConfig, figures_dir: str | Path | None = None) -> l
 
 def parse_config(argv: list[str] | None = None) -> tuple[LLMStarvationConfig, argparse.Namespace]:
     """Preset, then every field overridable as --kebab-case; (config, namespace holding report_only)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = OneLineErrors(add_help=False, prog="python -m llm_eval.starvation")
     pre.add_argument("--preset", choices=sorted(PRESETS), default="smollm2-cpu")
     known, _ = pre.parse_known_args(argv)
 

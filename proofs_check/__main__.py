@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.durable import check_out_folder
 from proofs_check._common import Config
 from proofs_check.report import make_figures, run_all, write_report
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m proofs_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = OneLineErrors(prog="python -m proofs_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="reduced grid (well under a minute)")
     ap.add_argument("--seed", type=int, default=0, help="seed of every generator and random direction")
     ap.add_argument("--out", type=Path, default=HERE, help="folder for report.md, config.json and figures/")

@@ -16,6 +16,7 @@ import inspect
 import sys
 from pathlib import Path
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.durable import check_out_folder
 from synthetic import generators, save_npy_pair
 
@@ -23,7 +24,7 @@ GENERATORS = {"spiked": generators.spiked, "sharkey": generators.sharkey, "zipf_
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic", description=__doc__.splitlines()[0],
+    p = OneLineErrors(prog="python -m synthetic", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     sub = p.add_subparsers(dest="kind", required=True, metavar="GENERATOR")
     for name, fn in GENERATORS.items():

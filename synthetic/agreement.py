@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.study.agreement import KINDS, agree, readings_differ
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
@@ -70,7 +71,7 @@ def report(a: Path, b: Path) -> tuple[list[str], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic.agreement", description=__doc__.split("\n\n")[0])
+    p = OneLineErrors(prog="python -m synthetic.agreement", description=__doc__.split("\n\n")[0])
     p.add_argument("run_a", type=Path, help="a finished run folder (with verdicts.csv)")
     p.add_argument("run_b", type=Path, help="another run of the same design")
     p.add_argument("--out", type=Path, default=None, help="write the markdown here (default: print it)")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
 
@@ -91,7 +92,7 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic.authors", description=__doc__.split("\n\n")[0])
+    p = OneLineErrors(prog="python -m synthetic.authors", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="a run folder of the authors or authors-gpu preset (with results.csv)")
     p.add_argument("--out", type=Path, default=None, help="default: RUN/authors_table.md")
     args = p.parse_args(argv)

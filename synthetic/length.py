@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.study.agreement import KINDS, agree
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
@@ -134,7 +135,7 @@ def write(folders: list[Path], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic.length", description=__doc__.splitlines()[0])
+    p = OneLineErrors(prog="python -m synthetic.length", description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path, help="run folders of synthetic.starvation --preset length")
     p.add_argument("--out", type=Path, default=Path("runs/length"), help="where length.md and the figure go")
     args = p.parse_args(argv)

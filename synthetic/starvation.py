@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.config_cli import parse_config as parse_dataclass
 from geomsae.study import (
     ARMS,
@@ -360,7 +361,7 @@ def planned_flops(cfg: StarvationConfig) -> float:
 def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argparse.Namespace]:
     """Preset, then every StarvationConfig field overridable as --kebab-case; (config, namespace
     holding report_only and estimate_only)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = OneLineErrors(add_help=False, prog="python -m synthetic.starvation")
     pre.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     known, _ = pre.parse_known_args(argv)
 

@@ -15,13 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
+from geomsae.config_cli import OneLineErrors
 from geomsae.study.arms import AEN_GRID, aen_grid_name
 from geomsae.study.tables import read_csv
 from geomsae.study.tuning import select
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m synthetic.tune", description=__doc__.splitlines()[0])
+    p = OneLineErrors(prog="python -m synthetic.tune", description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="the validation run folder (matched.csv, config.json)")
     p.add_argument("--rho", type=float, required=True)
     p.add_argument("--l0-target", type=float, required=True)

@@ -119,3 +119,53 @@ def test_help_names_no_internals(cmd, capsys):
     text = capsys.readouterr().out
     for internal in ("resume=True", "issue ", ":func:", ":mod:", "docs/method.md", "geomsae.saes."):
         assert internal not in text, (cmd, internal)
+
+
+@pytest.mark.parametrize("argv", [
+    ["bogus"], ["eval"], ["eval", "x", "--data", "y", "--n-tokens", "abc"], ["train"], ["train", "--arch", "foo"],
+    ["train", "--arch"], ["train", "--arch", "--out", "x"], ["train", "--arch", "topk", "--k", "x"],
+    ["solve", "--lam1", "abc"], ["compare"], ["harvest", "--tokens", "x"], ["export"], ["import"],
+])
+def test_usage_errors_are_one_line_without_the_usage_text(argv, capsys):
+    try:
+        rc = main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    assert rc == 2
+    line = _err(capsys)
+    assert line.startswith("geomsae") and "error:" in line and "--help" in line, line
+
+
+def _experiment_entry_points():
+    import figures.__main__ as figures_main
+    import llm_eval.starvation as llm_starvation
+    import proofs_check.__main__ as proofs_main
+    import synthetic.__main__ as synthetic_main
+    import synthetic.agreement as agreement
+    import synthetic.authors as authors
+    import synthetic.length as length
+    import synthetic.starvation as starvation
+    import synthetic.tune as tune
+    return [(starvation.parse_config, ["--preset", "nope"]), (starvation.parse_config, ["--steps", "x"]),
+            (llm_starvation.parse_config, ["--preset", "nope"]), (llm_starvation.parse_config, ["--d-sae", "x"]),
+            (agreement.main, []), (tune.main, ["--bogus"]), (length.main, ["--bogus"]), (authors.main, ["--bogus"]),
+            (synthetic_main.main, ["--bogus"]), (proofs_main.main, ["--bogus"]), (figures_main.main, ["--bogus"])]
+
+
+def test_experiment_usage_errors_are_one_line_too(capsys):
+    for fn, argv in _experiment_entry_points():
+        with pytest.raises(SystemExit) as exc:
+            fn(argv)
+        assert exc.value.code == 2, (fn, argv)
+        line = _err(capsys)
+        assert line.startswith("python -m ") and "error:" in line, line
+
+
+def test_eval_shows_progress_on_stderr_unless_told_not_to(d, capsys):
+    assert main(["eval", str(d / "sae"), "--data", str(d / "x.npy"), "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "eval" in cap.err and "256/256" in cap.err, cap.err
+    with_bar = json.loads(cap.out)
+    assert main(["eval", str(d / "sae"), "--data", str(d / "x.npy"), "--json", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err == "" and json.loads(cap.out) == with_bar

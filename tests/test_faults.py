@@ -150,3 +150,82 @@ def test_experiment_runner_killed_after_a_stack_resumes_to_the_same_results(tmp_
         assert "resuming" in done.stderr
     assert _rows_without_time(cut / "results.csv") == _rows_without_time(full / "results.csv")
     assert (cut / "matched.csv").read_bytes() == (full / "matched.csv").read_bytes()
+
+
+# Runs `geomsae train` with one step of the checkpoint writer wrapped so that the process
+# SIGKILLs itself at a chosen point of the n-th checkpoint write: a deterministic kill inside
+# the write, at the moments a random signal is least likely to hit.
+_KILL_INSIDE_WRITE = r'''
+import os, signal, sys
+import geomsae.checkpoint as ck
+import geomsae.durable as du
+point, nth, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+calls = [0]
+
+def hit():
+    calls[0] += 1
+    if calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "torn_weights":  # half of the checkpoint's sae.safetensors on disk, then the kill
+    write_bytes = du.write_bytes
+    def torn(path, data):
+        mine = os.path.basename(os.path.dirname(path)).startswith(".tmp-step_") and str(path).endswith("/sae.safetensors")
+        if mine and calls[0] + 1 == nth:
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            hit()
+        elif mine:
+            calls[0] += 1
+        return write_bytes(path, data)
+    du.write_bytes = torn
+elif point == "before_trainer_state":  # the SAE files of the checkpoint written, its trainer state not
+    save_trainer_state = ck.save_trainer_state
+    def before(*a, **k):
+        hit()
+        return save_trainer_state(*a, **k)
+    ck.save_trainer_state = before
+else:  # before_rename / after_rename: the folder complete and flushed, around its os.replace
+    replace = os.replace
+    def around(src, dst, *a, **k):
+        step_dir = os.path.basename(os.fspath(src)).startswith(".tmp-step_")
+        if step_dir and point == "before_rename":
+            hit()
+        replace(src, dst, *a, **k)
+        if step_dir and point == "after_rename":
+            hit()
+    os.replace = around
+from geomsae.cli import main
+sys.exit(main(argv))
+'''
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("point", ["torn_weights", "before_trainer_state", "before_rename", "after_rename"])
+def test_a_kill_inside_a_checkpoint_write_resumes_to_the_same_bytes(data, tmp_path, point):
+    """A SIGKILL at each stage of the 7th checkpoint write (torn weights file, no trainer state yet,
+    complete but not renamed, renamed but the folder not flushed): the partial checkpoint is
+    never read as complete, and the resumed run ends with the uninterrupted run's bytes."""
+    from geomsae.checkpoint import list_checkpoints, load_sae, read_trainer_state
+
+    ref, out = tmp_path / "ref", tmp_path / "cut"
+    subprocess.run(_train_cmd(data, ref), env=ENV, check=True, capture_output=True, cwd=ROOT)
+    killed = subprocess.run([sys.executable, "-c", _KILL_INSIDE_WRITE, point, "7", *_train_cmd(data, out)[3:]],
+                            env=ENV, capture_output=True, cwd=ROOT)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert not (out / "sae.safetensors").exists()
+    steps = [s for s, _ in list_checkpoints(out)]
+    assert steps and steps[-1] == (7 if point == "after_rename" else 6), steps  # the partial step 7 is not listed
+    partial = list((out / "checkpoints").glob(".tmp-*"))
+    assert bool(partial) == (point != "after_rename"), partial
+    for _, ckpt in list_checkpoints(out):
+        load_sae(ckpt)  # every listed checkpoint reads back whole (load_sae checks the weights' sha256)
+        read_trainer_state(ckpt / "trainer_state.safetensors")
+    done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr.decode()
+    assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
+    logged = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == sorted(set(logged)) and logged[-1] == 60
+    assert not list((out / "checkpoints").glob(".tmp-*"))

@@ -46,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     X = load_held_out(args.data, cfg.n_tokens, cfg.held_out)
     reps = []
     for i, (run_dir, label) in enumerate(zip(args.runs, run_labels(args.runs)), 1):
-        print(f"[{i}/{len(args.runs)}] {run_dir}: comparing on {X.shape[0]} tokens ...", file=sys.stderr, flush=True)
+        if args.progress:
+            print(f"[{i}/{len(args.runs)}] {run_dir}: comparing on {X.shape[0]} tokens ...", file=sys.stderr, flush=True)
         run_cfg = cfg
         if read_cfg(run_dir).get("imported_from", {}).get("penalty_known") is False and not cfg.calibrate:
             print(f"{run_dir}: imported without its l1 coefficient: λ1 calibrated to the encoder's L0")
             run_cfg = dataclasses.replace(cfg, calibrate=True)
-        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, run_cfg, progress=True), name=label)
+        rep = dataclasses.replace(compare_sae(load_sae(run_dir), X, run_cfg, progress=args.progress), name=label)
         reps.append(rep)
         t = rep.timing
         print(f"{run_dir}: {rep.penalty.how}\n  {X.shape[0]} tokens in {t.total_s:.1f} s "
@@ -68,4 +69,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--data", required=True, metavar="PATH",
                    help="activations: .npy (tokens, d_in), .safetensors or a shard folder")
     p.add_arguments(CompareConfig, dest="cfg")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="do not name the stages and show the solver's bar (on stderr)")
     p.set_defaults(run=run)

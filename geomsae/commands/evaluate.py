@@ -37,6 +37,8 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
                    help="also report the dead fraction over the first N tokens for each N")
     p.add_argument("--device", default="cpu", metavar="DEVICE", help="torch device: cpu, cuda, cuda:N or auto")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="do not show the progress bar (on stderr)")
     p.add_argument("--save-freqs", default=None, metavar="F.npy", help="write the (d_sae,) firing frequencies here")
     p.set_defaults(run=run)
     return p
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         true_dict = np.load(args.true_dict)
     true_codes = None if args.true_codes is None else np.load(args.true_codes)
     res = evaluate(sae, src, n_tokens=args.n_tokens, batch_size=args.batch_size, true_dict=true_dict,
-                   true_codes=true_codes, windows=tuple(args.windows))
+                   true_codes=true_codes, windows=tuple(args.windows), progress=args.progress)
     if args.save_freqs:
         np.save(args.save_freqs, res.firing_frequencies)
     if args.json:

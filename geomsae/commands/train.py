@@ -62,6 +62,17 @@ def _has_arch(args: Sequence[str]) -> bool:
     return any(a == "--arch" or a.startswith("--arch=") for a in args)
 
 
+def _arch_value(args: Sequence[str]) -> str | None:
+    """The value given to ``--arch`` (the last one wins, as in argparse); None if it has none."""
+    value = None
+    for i, a in enumerate(args):
+        if a == "--arch":
+            value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("-") else ""
+        elif a.startswith("--arch="):
+            value = a.split("=", 1)[1]
+    return value
+
+
 class TrainParser(ArgumentParser):
     """The ``geomsae train`` parser: ``--arch`` required; an option of another architecture is
     named as such; ``--help`` without ``--arch`` lists every architecture's options."""
@@ -73,6 +84,11 @@ class TrainParser(ArgumentParser):
             if "-h" in args or "--help" in args:
                 self._help_without_arch()
             self.error("the following arguments are required: --arch")
+        arch_value = _arch_value(args)
+        if arch_value == "":
+            self.error("argument --arch: expected one argument")
+        if arch_value is not None and arch_value not in ARCHS:  # simple_parsing's own parser would print usage
+            self.error(f"argument --arch: invalid choice: {arch_value!r} (choose from {', '.join(ARCHS)})")
         ns, extra = super().parse_known_args(args, namespace, **kw)
         arch = ns.subgroups["sae.arch"]
         mine = _flags(arch)
