@@ -11,7 +11,6 @@ minimum size in both runs. Nothing is trained here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path

@@ -14,7 +14,6 @@ more than 10 points of dead fraction. Nothing is trained here.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path

@@ -15,7 +15,6 @@ against steps, one panel per claim. Nothing is trained here.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -24,9 +23,10 @@ from typing import Any
 
 from geomsae.config_cli import OneLineErrors
 from geomsae.study.agreement import KINDS, agree
+from geomsae.study.doubling import converged_at, doubling_pairs
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
-from geomsae.study.verdicts import LABELS
+from geomsae.study.verdicts import LABELS, MIN_EFFECT
 from geomsae.train_utils import UNCONVERGED_REL_CHANGE, unconverged
 
 
@@ -38,7 +38,7 @@ def load(folder: Path) -> dict[str, Any]:
     known = [v for v in rel if not math.isnan(v)]
     matched = read_csv(folder / "matched.csv") if (folder / "matched.csv").exists() else []
     return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"), "matched": matched,
-            "folder": folder, "unconverged": sum(unconverged(v) for v in known) / len(known) if known else math.nan}
+            "folder": folder, "arms": set(cfg.get("arms") or {r["arm"] for r in matched}), "unconverged": sum(unconverged(v) for v in known) / len(known) if known else math.nan}
 
 
 def moves(runs: list[dict[str, Any]]) -> list[str]:
@@ -62,14 +62,35 @@ def metrics(runs: list[dict[str, Any]], names: tuple[str, ...] = ("dead_fraction
     arms = list(dict.fromkeys(r["arm"] for run in runs for r in run["matched"]))
     body = []
     for arm in arms:
+        ran = [any(r["arm"] == arm for r in run["matched"]) for run in runs]
         for name in names:
             per = [{(r["rho"], r["l0_target"]): float(r[f"{name}_mean"]) for r in run["matched"]
                     if r["arm"] == arm and not math.isnan(float(r[f"{name}_mean"]))} for run in runs]
-            common = set.intersection(*(set(d) for d in per))
-            vals = [_mean([d[c] for c in common]) for d in per]
-            body.append([arm, name, str(len(common))] + ["–" if math.isnan(v) else f"{v:.3f}" for v in vals])
-    return md_table(["arm", "metric at matched L0", "cells (ρ, target) common to all lengths",
+            common = set.intersection(*(set(d) for d, here in zip(per, ran) if here))
+            vals = [_mean([d[c] for c in common]) if here else None for d, here in zip(per, ran)]
+            body.append([arm, name, str(len(common))] + ["not run" if v is None else "–" if math.isnan(v) else f"{v:.3f}"
+                                                         for v in vals])
+    return md_table(["arm", "metric at matched L0", "cells (ρ, target) common to the lengths it ran at",
                      *[str(r["steps"]) for r in runs]], body)
+
+
+def doubling(runs: list[dict[str, Any]]) -> list[str]:
+    """Markdown: each arm's matched-L0 FVU and dead fraction when training doubles, and the length it is
+    converged at (geomsae.study.doubling)."""
+    pairs = doubling_pairs([(r["steps"], r["matched"]) for r in runs])
+    body = [[p["arm"], f"{p['steps_from']} → {p['steps_to']}", str(p["cells"]),
+             *(f"{p[f'{m}_from']:.3f} → {p[f'{m}_to']:.3f} ({p[f'{m}_change']:+.3f})" if p["cells"] else "–"
+               for m in ("fvu", "dead_fraction")),
+             {True: "yes", False: "no", None: "not measurable"}[p["stable"]]] for p in pairs]
+    conv = converged_at(pairs)
+    last = {p["arm"]: p["steps_to"] for p in pairs}
+    lines = md_table(["arm", "steps", "cells", "FVU at matched L0", "dead fraction at matched L0",
+                      f"stable (|Δ| < {MIN_EFFECT['fvu']:g} FVU and < {100 * MIN_EFFECT['dead_fraction']:g} point dead)"],
+                     body)
+    lines += ["", "Converged at (the shortest length from which every doubling is stable): "
+              + "; ".join(f"{arm} {at}" if at is not None else f"{arm} not within {last[arm]} steps"
+                          for arm, at in conv.items()) + "."]
+    return lines
 
 
 def table(runs: list[dict[str, Any]]) -> list[str]:
@@ -81,7 +102,7 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
             labs = [v["verdict"] for v in r["verdicts"] if v["claim"] == cid]
             body.append([f"({cid})", str(r["steps"])] + [str(labs.count(lab)) for lab in LABELS]
                         + [f"{100 * r['unconverged']:.0f} %"])
-    return md_table(["claim", "steps", *LABELS, "runs not converged"], body)
+    return md_table(["claim", "steps", *LABELS, "loss still falling"], body)
 
 
 def figure(runs: list[dict[str, Any]], path: Path) -> Path:
@@ -117,21 +138,34 @@ def figure(runs: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write(folders: list[Path], out: Path) -> list[Path]:
-    """length.md and length_verdicts.png of the run folders (at least two lengths) into ``out``."""
+    """length.md and length_verdicts.png of the run folders (at least two lengths) into ``out``.
+
+    Runs that trained only some of the arms (a longer run of the slow arms) enter the matched-metric
+    and doubling tables; the verdict tables and the figure use the runs with every arm."""
     runs = sorted((load(Path(f)) for f in folders), key=lambda r: r["steps"])
     if len(runs) < 2:
         raise ValueError(f"give at least two lengths, got {len(runs)}")
     out.mkdir(parents=True, exist_ok=True)
-    span = runs[-1]["steps"] / runs[0]["steps"]
-    lines = ["# Verdicts against training length", "", f"{len(runs)} lengths spanning {span:g}× ("
-             + ", ".join(f"`{r['folder'].name}`" for r in runs) + "); 'runs not converged': loss_rel_change < "
-             f"{UNCONVERGED_REL_CHANGE} (docs/method.md §7.5).", ""] + table(runs)
+    all_arms = set().union(*(r["arms"] for r in runs))
+    full = [r for r in runs if r["arms"] == all_arms]
+    partial = [r for r in runs if r["arms"] != all_arms]
+    if len(full) < 2:
+        raise ValueError(f"fewer than two of the runs trained every arm ({sorted(all_arms)})")
+    span = full[-1]["steps"] / full[0]["steps"]
+    lines = ["# Verdicts against training length", "", f"{len(full)} lengths spanning {span:g}× ("
+             + ", ".join(f"`{r['folder'].name}`" for r in full) + ")"
+             + "".join(f"; `{r['folder'].name}` trained only {', '.join(sorted(r['arms']))} (matched metrics and "
+                       "doubling only)" for r in partial)
+             + f". 'loss still falling': the share of runs with loss_rel_change < {UNCONVERGED_REL_CHANGE} over the "
+             "last tenth of the steps, which the learning-rate decay alone produces; convergence is judged by "
+             "doubling, below (docs/method.md §7.5).", ""] + table(full)
     lines += ["", "## How the verdicts move from one length to the next", "",
               "soft: one side underpowered or n/a; decisive: two different resolved labels; opposite: holds against "
-              "does not hold (docs/method.md §7.4).", ""] + moves(runs)
+              "does not hold (docs/method.md §7.4).", ""] + moves(full)
+    lines += ["", "## Convergence: each arm when training doubles", ""] + doubling(runs)
     lines += ["", "## Matched-L0 metrics against length", ""] + metrics(runs)
     (out / "length.md").write_text("\n".join(lines) + "\n")
-    return [out / "length.md", figure(runs, out / "length_verdicts.png")]
+    return [out / "length.md", figure(full, out / "length_verdicts.png")]
 
 
 def main(argv: list[str] | None = None) -> int:

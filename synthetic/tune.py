@@ -11,7 +11,6 @@ choice is :func:`geomsae.study.tuning.select` on the validation run's matched.cs
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

@@ -76,6 +76,24 @@ def test_length_ablation_table_from_crafted_runs(tmp_path):
     assert "| aen | dead_fraction | 2 | 0.300 | 0.200 |" in text
     assert (tmp_path / "o" / "length_verdicts.png").exists()
     assert length.main([str(tmp_path / "length_400"), "--out", str(tmp_path / "o")]) == 2
+    # the AEN FVU moved 0 at matched L0 but its dead fraction −10 points: not stable from 400 to 12800
+    assert "| aen | 400 → 12800 | 2 | 0.500 → 0.500 (+0.000) | 0.300 → 0.200 (-0.100) | no |" in text
+    assert "aen not within 12800 steps" in text
+    # a longer run of one arm only enters the doubling and metric tables, not the verdict tables
+    d = tmp_path / "length_25600"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"steps": 25600, "arms": ["aen"]}))
+    write_csv(d / "verdicts.csv", cols, [])
+    write_csv(d / "results.csv", ["loss_rel_change"], [{"loss_rel_change": 0.0}])
+    write_csv(d / "matched.csv", mcols, [{"arm": "aen", "rho": rho, "l0_target": 4, "dead_fraction_mean": x,
+                                          "fvu_mean": 0.5} for rho, x in zip((0.0, 0.5, 0.9), (0.1, 0.305, 0.5))])
+    (tmp_path / "length_400" / "config.json").write_text(json.dumps({"steps": 400, "arms": ["aen", "topk"]}))
+    (tmp_path / "length_12800" / "config.json").write_text(json.dumps({"steps": 12800, "arms": ["aen", "topk"]}))
+    assert length.main([str(tmp_path / f"length_{s}") for s in (400, 12800, 25600)] + ["--out", str(tmp_path / "p")]) == 0
+    text = (tmp_path / "p" / "length.md").read_text()
+    assert "`length_25600` trained only aen" in text and "| (a) | 25600 |" not in text
+    assert "| aen | 12800 → 25600 | 3 | 0.500 → 0.500 (+0.000) | 0.300 → 0.302 (+0.002) | yes |" in text
+    assert "aen 12800." in text
 
 
 def test_aen_grid_validation_run_and_tune_cli(tmp_path, capsys):
