@@ -235,9 +235,13 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
     else:
         register(Source(
             "length", _length,
-            "Length ablation: every synthetic claim's verdicts against training length, 32x span (issue 12)",
-            "for s in 125 500 2000 4000; do python -m synthetic.starvation --preset length --steps $s "
-            "--resample-every $((s/3+1)) --out runs/length_$s; done; python -m synthetic.length runs/length_*",
+            "Length ablation: every synthetic claim's verdicts against training length (125 to 8,000 steps, every arm; "
+            "the slow arms further) and each arm's convergence by doubling (issue 12)",
+            "for s in 125 500 2000 4000 8000; do python -m synthetic.starvation --preset length --steps $s "
+            "--resample-every $((s/3+1)) --out runs/length_$s; done; python -m synthetic.starvation --preset length "
+            "--arms aen relu_l1 --steps 16000 --resample-every 5334 --out runs/length_16000; python -m "
+            "synthetic.starvation --preset length --arms aen --steps 32000 --resample-every 10667 --out "
+            "runs/length_32000; python -m synthetic.length runs/length_*",
             "figures/data/length_<steps>/ (config.json, results.csv, verdicts.csv, summary.md of each length)",
             LENGTH_FIGURES))
     from llm_eval import plots as llm_plots

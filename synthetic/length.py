@@ -1,7 +1,8 @@
 """Length ablation (issue 12 item 4): every synthetic claim's verdict against training length.
 
-    for s in 125 500 2000 4000; do python -m synthetic.starvation --preset length --steps $s --resample-every $((s/3+1)) --out runs/length_$s; done
-    python -m synthetic.length runs/length_125 runs/length_500 runs/length_2000 runs/length_4000 --out runs/length
+    for s in 125 500 2000 4000 8000; do python -m synthetic.starvation --preset length --steps $s --resample-every $((s/3+1)) --out runs/length_$s; done
+    python -m synthetic.starvation --preset length --arms aen relu_l1 --steps 16000 --resample-every 5334 --out runs/length_16000
+    python -m synthetic.length runs/length_125 runs/length_500 runs/length_2000 runs/length_4000 runs/length_8000 runs/length_16000 --out runs/length
 
 Reads each run folder's ``config.json`` (its steps), ``verdicts.csv``, ``results.csv`` and
 ``matched.csv`` (written by :func:`geomsae.study.write_report`), and writes ``length.md``: per claim
