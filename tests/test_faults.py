@@ -56,6 +56,18 @@ def _interrupt(cmd: list[str], watch: Path, sig: int, delay: float) -> int:
     return proc.returncode
 
 
+def _resume_and_check(data: Path, out: Path, ref: Path, resume: bool = True) -> None:
+    """Resume the interrupted training run ``out`` (unless ``resume`` is False) and check it ends as the
+    uninterrupted run ``ref``: the same SAE bytes, every step logged once up to 60, no partial checkpoint."""
+    if resume:
+        done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr.decode()
+    assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
+    assert not list((out / "checkpoints").glob(".tmp-*"))
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("faults")
@@ -84,13 +96,7 @@ def test_killed_and_terminated_training_resumes_to_the_same_bytes(data, tmp_path
             if (out / "sae.safetensors").exists():
                 steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
                 assert steps[-1] == 60
-        if not (out / "sae.safetensors").exists():
-            done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
-            assert done.returncode == 0, done.stderr.decode()
-        assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
-        steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
-        assert steps == sorted(set(steps)) and steps[-1] == 60
-        assert not list((out / "checkpoints").glob(".tmp-*"))
+        _resume_and_check(data, out, ref, resume=not (out / "sae.safetensors").exists())
     print(f"\ntraining faults injected and resumed: {len(FAULTS)} ({'; '.join(FAULTS)})")
     assert len(FAULTS) >= 1
 
@@ -162,23 +168,24 @@ import geomsae.durable as du
 point, nth, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 calls = [0]
 
-def hit():
+def nth_call():
     calls[0] += 1
-    if calls[0] == nth:
+    return calls[0] == nth
+
+def hit():
+    if nth_call():
         os.kill(os.getpid(), signal.SIGKILL)
 
 if point == "torn_weights":  # half of the checkpoint's sae.safetensors on disk, then the kill
     write_bytes = du.write_bytes
     def torn(path, data):
         mine = os.path.basename(os.path.dirname(path)).startswith(".tmp-step_") and str(path).endswith("/sae.safetensors")
-        if mine and calls[0] + 1 == nth:
+        if mine and nth_call():
             with open(path, "wb") as f:
                 f.write(data[: len(data) // 2])
                 f.flush()
                 os.fsync(f.fileno())
-            hit()
-        elif mine:
-            calls[0] += 1
+            os.kill(os.getpid(), signal.SIGKILL)
         return write_bytes(path, data)
     du.write_bytes = torn
 elif point == "before_trainer_state":  # the SAE files of the checkpoint written, its trainer state not
@@ -223,9 +230,4 @@ def test_a_kill_inside_a_checkpoint_write_resumes_to_the_same_bytes(data, tmp_pa
     for _, ckpt in list_checkpoints(out):
         load_sae(ckpt)  # every listed checkpoint reads back whole (load_sae checks the weights' sha256)
         read_trainer_state(ckpt / "trainer_state.safetensors")
-    done = subprocess.run(_train_cmd(data, out, "--resume"), env=ENV, capture_output=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr.decode()
-    assert (out / "sae.safetensors").read_bytes() == (ref / "sae.safetensors").read_bytes()
-    logged = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
-    assert logged == sorted(set(logged)) and logged[-1] == 60
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    _resume_and_check(data, out, ref)

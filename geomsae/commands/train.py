@@ -58,12 +58,9 @@ class ArchChoice:
     """SAE architecture (required); --arch NAME --help lists its options."""
 
 
-def _has_arch(args: Sequence[str]) -> bool:
-    return any(a == "--arch" or a.startswith("--arch=") for a in args)
-
-
 def _arch_value(args: Sequence[str]) -> str | None:
-    """The value given to ``--arch`` (the last one wins, as in argparse); None if it has none."""
+    """The value given to ``--arch`` (the last one wins, as in argparse): "" for ``--arch`` without a
+    value, None when ``--arch`` is absent."""
     value = None
     for i, a in enumerate(args):
         if a == "--arch":
@@ -80,14 +77,14 @@ class TrainParser(ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None,
                          **kw: Any) -> tuple[argparse.Namespace, list[str]]:
         args = list(sys.argv[1:] if args is None else args)
-        if not _has_arch(args):
+        arch_value = _arch_value(args)
+        if arch_value is None:
             if "-h" in args or "--help" in args:
                 self._help_without_arch()
             self.error("the following arguments are required: --arch")
-        arch_value = _arch_value(args)
         if arch_value == "":
             self.error("argument --arch: expected one argument")
-        if arch_value is not None and arch_value not in ARCHS:  # simple_parsing's own parser would print usage
+        if arch_value not in ARCHS:  # simple_parsing's own parser would print usage
             self.error(f"argument --arch: invalid choice: {arch_value!r} (choose from {', '.join(ARCHS)})")
         ns, extra = super().parse_known_args(args, namespace, **kw)
         arch = ns.subgroups["sae.arch"]
