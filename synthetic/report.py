@@ -47,9 +47,19 @@ def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
     return [f"# Feature starvation on the spiked model — preset `{cfg.preset}`", "",
             f"Spiked model (docs/method.md §4): n = {cfg.n}, m = d_sae = {cfg.m}, k = {cfg.k} active, magnitudes U[1, 3], no "
             f"noise; ρ ∈ {{{', '.join(f'{r:g}' for r in rhos)}}}; seeds {list(cfg.seeds)} (a seed draws the data and "
-            f"the SAE init). {cfg.steps} steps × {cfg.batch_size} tokens (lr {cfg.lr:g}, inputs scaled to E‖x‖² = n), "
+            f"the SAE init). {_lengths(cfg)} × {cfg.batch_size} tokens (lr {cfg.lr:g}, inputs scaled to E‖x‖² = n), "
             f"trained in stacks of at most {cfg.stack_size}; metrics on {cfg.n_eval} held-out tokens; {len(rows)} SAEs. "
             f"Command: `python -m synthetic.starvation --preset {cfg.preset}`."]
+
+
+def _lengths(cfg: Any) -> str:
+    """'N steps', or each arm's steps where they differ (arm_steps)."""
+    steps_for = getattr(cfg, "steps_for", lambda arm: cfg.steps)
+    by = {a: steps_for(a) for a in cfg.arms}
+    if len(set(by.values())) == 1:
+        return f"{cfg.steps} steps"
+    return ("steps per arm, each where the length ablation found it converged (docs/method.md §7.5): "
+            + ", ".join(f"{a} {n}" for a, n in by.items()) + ", each")
 
 
 def chance_note(cfg: Any, rows: list[dict[str, Any]], matched: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,7 @@
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
-    python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, 5× longer
+    python -m synthetic.starvation --preset standard              # the committed verdicts (issue 12): 5 seeds, converged lengths
     for s in 125 500 2000 4000; do python -m synthetic.starvation --preset length --steps $s --resample-every $((s/3+1)) --out runs/length_$s; done
     python -m synthetic.length runs/length_125 runs/length_500 runs/length_2000 runs/length_4000
     python -m synthetic.starvation --preset authors --rhos 0.3 0.9  # the authors' table rows, their length (CPU: long)
@@ -119,11 +119,17 @@ PRESETS: dict[str, StarvationConfig] = {
     # Measured on 2 CPU cores, 2 workers, with another job sharing the cores: 812 s (issue 12; before it,
     # 450 SAEs with 3 λ and k ∈ {2, 4, 8}: 4 min 41 s).
     "quick": StarvationConfig(preset="quick"),
-    # The committed verdicts (issue 12): the quick sizes, 5 seeds, 5× the quick length (2000 steps × 128 tokens).
-    # Sized from the quick preset's measured rate (989 SAEs of 51 k tokens in 628 s, 2 workers): 1650 SAEs × 5 ×
-    # 0.635 s ≈ 87 min on 2 cores (111 → 69 TFLOP; 14 min at the 85 GFLOP/s roofline). Check with the length
-    # ablation that 2000 steps is converged before committing its verdicts.
-    "standard": StarvationConfig(preset="standard", seeds=(0, 1, 2, 3, 4), steps=2000, resample_every=667),
+    # The committed verdicts (issue 12): the length design (quick sizes, ρ 0 / 0.5 / 0.9) with topk_tied, 5 seeds,
+    # each arm at the length from which the length ablation (figures/length.md) found it stable under doubling:
+    # jumprelu 2000 and the TopK arms 4000 (run at 4000; topk_tied, not in the ablation, as topk), relu_l1 8000,
+    # aen 16,000; en, which its cliffs keep from being measured, as aen. One length for all (16,000) would be
+    # 7 arms × 15 cells × ~7 SAEs ≈ 735 SAEs × ~12 s ≈ 2.5 h on 2 cores; these lengths cut the TopK, jumprelu
+    # and relu_l1 arms 2–4× (estimate with --estimate-only; measured wall time in the run's timing.json).
+    "standard": StarvationConfig(preset="standard", arms=("relu_l1", "topk", "topk_tied", "topk_auxk", "jumprelu",
+                                                          "en", "aen"),
+                                 rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2, 3, 4), steps=16_000,
+                                 arm_steps=("relu_l1=8000", "topk=4000", "topk_tied=4000", "topk_auxk=4000",
+                                            "jumprelu=4000")),
     # Length ablation (issue 12 item 4): run with --steps 125 / 500 / 2000 / 4000 (a 32× span that holds the standard
     # length and its doubling) and --out runs/length_<steps>, then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds ×
     # 6 points = 324 SAEs per length; measured on 2 shared cores: 125 steps 93 s, 500 steps ≈ 4 min (see each run's
@@ -252,7 +258,7 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
         mine = [data[(m.cell[0], m.seed)] for m in stack]
         return train_and_evaluate(
             stack, cfg, d_sae=cfg.m, train_source=[d.x_train for d in mine], eval_source=[d.x_eval for d in mine],
-            tcfg=synthetic_train_config(cfg), cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine],
+            tcfg=synthetic_train_config(cfg.for_arm(stack[0].arm)), cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine],
             true_codes=[d.z_eval for d in mine],
             extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae))
     finally:
@@ -307,7 +313,7 @@ def run(cfg: StarvationConfig) -> Path:
 
     job = partial(train_stack_job, cfg)
     runs = sweep(cfg, cells, lambda ms: train_round(ms, job, stack_size=cfg.stack_size, workers=cfg.workers,
-                                                    on_stack=done), known=known)
+                                                    on_stack=done, steps_of=cfg.steps_for), known=known)
     wall = time.perf_counter() - t0
     tables.write_runs(out, {r.member.key: (r.row, r.hist) for r in runs}, result_columns(cfg), CELL_KEYS, cfg.arms)
     (out / "timing.json").write_text(json.dumps({
@@ -343,19 +349,24 @@ def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[s
     train_members(stack[:1], cfg, d_sae=cfg.m, source=x[: 2 * cfg.batch_size], tcfg=dataclasses.replace(tc, steps=2))
     _, wall = train_members(stack, cfg, d_sae=cfg.m, source=x, tcfg=tc)
     per_step = wall / steps / len(stack)  # per SAE
-    n_runs = sum(len(set(cfg.topk_ks)) if ARMS[a].start is None else cfg.sweep_points for a in cfg.arms) * len(
-        cfg.rhos) * len(cfg.seeds)
-    per_run = per_step * cfg.steps
-    return {"s_per_step": per_step, "s_per_run": per_run, "runs_max": n_runs,
-            "hours_one_worker": per_run * n_runs / 3600, "hours_all_workers": per_run * n_runs / 3600 / cfg.workers,
+    n_runs = sum(_runs_per_cell(cfg, a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
+    run_steps = sum(_runs_per_cell(cfg, a) * cfg.steps_for(a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
+    return {"s_per_step": per_step, "s_per_run": per_step * run_steps / n_runs, "runs_max": n_runs,
+            "hours_one_worker": per_step * run_steps / 3600,
+            "hours_all_workers": per_step * run_steps / 3600 / cfg.workers,
             "roofline_hours": planned_flops(cfg) / 85e9 / 3600}
 
 
+def _runs_per_cell(cfg: StarvationConfig, arm: str) -> int:
+    """The most SAEs one (ρ, seed) cell trains for ``arm``: its k grid or its sweep points."""
+    return len(set(cfg.topk_ks)) if ARMS[arm].start is None else cfg.sweep_points
+
+
 def planned_flops(cfg: StarvationConfig) -> float:
-    """FLOPs of training every SAE of ``cfg`` (the sweep's maximum): runs × steps × batch × 10·n·m (FACTS.md)."""
-    n_runs = sum(len(set(cfg.topk_ks)) if ARMS[a].start is None else cfg.sweep_points for a in cfg.arms) * len(
-        cfg.rhos) * len(cfg.seeds)
-    return float(n_runs) * cfg.steps * cfg.batch_size * train_flops_per_token(cfg.n, cfg.m)
+    """FLOPs of training every SAE of ``cfg`` (the sweep's maximum): Σ_arms runs × its steps × batch × 10·n·m
+    (FACTS.md)."""
+    run_steps = sum(_runs_per_cell(cfg, a) * cfg.steps_for(a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
+    return float(run_steps) * cfg.batch_size * train_flops_per_token(cfg.n, cfg.m)
 
 
 def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argparse.Namespace]:

@@ -175,6 +175,31 @@ def test_config_cli_and_checks():
         StarvationConfig(rhos=(1.0,))
     with pytest.raises(ValueError, match="eval_windows"):
         StarvationConfig(n_eval=100, eval_windows=(1000,))
+    own, _ = parse_config(["--preset", "tiny", "--arm-steps", "aen=30", "relu_l1=20"])
+    assert own.arm_steps == ("aen=30", "relu_l1=20") and own.steps_for("aen") == 30 and own.steps_for("x") == 60
+    with pytest.raises(ValueError, match=r"steps 61 must be in \[1, steps=60\]"):
+        dataclasses.replace(PRESETS["tiny"], arm_steps=("aen=61",))
+
+
+def test_standard_preset_trains_each_arm_at_its_converged_length():
+    std = PRESETS["standard"]
+    lengths = {a: std.steps_for(a) for a in std.arms}
+    assert lengths == {"relu_l1": 8000, "topk": 4000, "topk_tied": 4000, "topk_auxk": 4000, "jumprelu": 4000,
+                       "en": 16000, "aen": 16000}
+    # the length design's sizes, so figures/length.md's convergence applies to it as measured
+    length = PRESETS["length"]
+    assert (std.n, std.m, std.k, std.rhos, std.batch_size, std.lr) == (length.n, length.m, length.k, length.rhos,
+                                                                       length.batch_size, length.lr)
+    assert len(std.seeds) >= 5
+
+
+def test_arms_with_their_own_lengths_run_end_to_end(tmp_path):
+    cfg = _tiny(tmp_path / "own", arm_steps=("relu_l1=20",), rhos=(0.0,))
+    out = starvation.run(cfg)
+    rows = _rows(out / "results.csv")
+    assert {r["arm"] for r in rows} == {"relu_l1", "aen"}
+    text = (out / "summary.md").read_text()
+    assert "steps per arm" in text and "relu_l1 20, aen 60" in text
 
 
 def test_killed_run_resumes_from_its_finished_stacks(tiny_run, tmp_path, monkeypatch):

@@ -122,3 +122,50 @@ def test_stack_member_equals_solo_run():
         assert run.row["shrinkage"] == pytest.approx(abs(run.row["rel_bias"] - 1))
     with pytest.raises(ValueError, match=r"a stack holds one architecture, got \['aen', 'topk'\]"):
         train_members([stack[0], Member("topk", (0.0,), 0, 2)], s, d_sae=16, source=xs[:2], tcfg=tcfg)
+
+
+def test_arm_steps_parse_and_checks():
+    s = dataclasses.replace(S, steps=20, arm_steps=("aen=10", "topk=5"))
+    assert (s.steps_for("aen"), s.steps_for("topk"), s.steps_for("relu_l1")) == (10, 5, 20)
+    view = s.for_arm("aen")
+    assert view.steps == 10 and view.arm_steps == () and view.steps_for("topk") == 10
+    assert s.for_arm("relu_l1") is s
+    for bad, msg in [(("aen",), r"'aen' must read 'arm=steps'"), (("aen=x",), r"must read 'arm=steps'"),
+                     (("gated=5",), r"'gated' is not one of this run's arms"),
+                     (("aen=21",), r"steps 21 must be in \[1, steps=20\]"), (("aen=0",), r"must be in \[1"),
+                     (("aen=5", "aen=6"), r"names 'aen' twice")]:
+        with pytest.raises(ValueError, match=msg):
+            dataclasses.replace(S, steps=20, arm_steps=bad)
+
+
+def test_stacks_split_one_architecture_by_training_length():
+    ms = [Member("topk", (0.0,), 0, 2), Member("topk_auxk", (0.0,), 0, 2), Member("topk", (0.5,), 0, 4)]
+    assert [len(s) for s in stacks(ms, 8)] == [3]
+    got = stacks(ms, 8, steps_of={"topk": 10, "topk_auxk": 20}.get)
+    assert [[m.arm for m in s] for s in got] == [["topk", "topk"], ["topk_auxk"]]
+
+
+def test_an_arm_with_its_own_length_equals_its_solo_run_at_that_length():
+    from geomsae.train import train
+
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(64 * 20, 8, generator=g) for _ in range(2)]
+    x_eval = torch.randn(256, 8, generator=g)
+    s = dataclasses.replace(S, steps=20, arm_steps=("aen=8",), batch_size=64, eval_windows=(128,),
+                            dead_window_tokens=640)
+    own = s.for_arm("aen")
+    tcfg = train_config(own, input_scale_tokens=640, log_every=8, checkpoint_every=0, progress=False)
+    assert (tcfg.steps, tcfg.lr_warmup_steps) == (8, 1)
+    stack = [Member("aen", (0.0,), 0, 0.01), Member("aen", (0.5,), 1, 0.02)]
+    runs = train_and_evaluate(stack, s, d_sae=16, train_source=xs, eval_source=[x_eval] * 2, tcfg=tcfg,
+                              cell_keys=("rho",), extras=lambda m, res, row: {"steps": res.step})
+    for i, (m, run) in enumerate(zip(stack, runs)):
+        spec = {"arch": "aen", "d_sae": 16, "lam1": m.value, "lam2": s.lam2, "beta": s.adaptive_beta,
+                "warmup_steps": int(s.adaptive_warmup_frac * 8), "ramp_steps": int(s.adaptive_ramp_frac * 8)}
+        solo = train(spec, xs[i], dataclasses.replace(tcfg, seed=m.seed)).sae
+        want, _ = evaluation_row(solo.eval(), x_eval, windows=(128,))
+        assert run.row["steps"] == 8
+        assert run.row["fvu"] == pytest.approx(want["fvu"], rel=1e-3, abs=1e-4)
+    long_cfg = train_config(s, input_scale_tokens=640, log_every=20, checkpoint_every=0, progress=False)
+    with pytest.raises(ValueError, match=r"train for \[8\] steps \(settings.arm_steps\) but its TrainConfig for 20"):
+        train_members(stack, s, d_sae=16, source=xs, tcfg=long_cfg)

@@ -52,7 +52,8 @@ def plan(settings: Any, arm_name: str, points: Mapping[float, float], first: boo
 
 
 def train_round(members: Sequence[Member], job: Callable[[list[Member]], list[Run]], *, stack_size: int,
-                workers: int = 1, on_stack: Callable[[list[Member], list[Run]], None] | None = None) -> list[Run]:
+                workers: int = 1, on_stack: Callable[[list[Member], list[Run]], None] | None = None,
+                steps_of: Callable[[str], int] | None = None) -> list[Run]:
     """Train and evaluate one round: ``job(stack)`` on every stack of :func:`stacks`.
 
     :param job: trains and evaluates one stack, returns its runs (e.g. a ``functools.partial``
@@ -60,9 +61,10 @@ def train_round(members: Sequence[Member], job: Callable[[list[Member]], list[Ru
         ``workers > 1``.
     :param workers: processes ('spawn') running stacks side by side, largest stacks first; 1 runs in-process.
     :param on_stack: called in this process as each stack finishes (progress, saving).
+    :param steps_of: each arm's training length, so a stack holds one (:func:`stacks`).
     :returns: the runs, stack by stack in the order of :func:`stacks` (not of completion).
     """
-    todo = stacks(members, stack_size)
+    todo = stacks(members, stack_size, steps_of)
     done: dict[int, list[Run]] = {}
     if workers == 1 or len(todo) == 1:
         for i, s in enumerate(todo):

@@ -12,6 +12,7 @@ docstring (the one here applies).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from geomsae.study.arms import ARMS
@@ -88,7 +89,11 @@ class StudySettings:
     """Steps between resampling checks of relu_l1_resample (steps//3 + 1 at the quick sizes: two
     resamplings, the last a third of the run before the end, so resampled latents settle)."""
     steps: int = 400
-    """Optimizer steps per SAE."""
+    """Optimizer steps per SAE (the longest, where ``arm_steps`` shortens some arms)."""
+    arm_steps: tuple[str, ...] = ()
+    """Per-arm training lengths as 'arm=steps' (e.g. 'topk=4000'), each in [1, steps]: each arm trains for
+    the length from which the length ablation found it converged (docs/method.md §7.5). Arms not named
+    train for ``steps``; every arm reads the same data (the longest run's), a shorter one a shuffled part."""
     batch_size: int = 128
     """Tokens per step."""
     lr: float = 1e-2
@@ -128,3 +133,32 @@ class StudySettings:
             raise ValueError(f"ci_level == {self.ci_level!r}, must be in [0.5, 1)")
         if self.autocast not in ("none", "bfloat16"):
             raise ValueError(f"autocast == {self.autocast!r}, must be 'none' or 'bfloat16'")
+        self._arm_steps = _parse_arm_steps(self.arm_steps, self.arms, self.steps)
+
+    def steps_for(self, arm: str) -> int:
+        """The optimizer steps of ``arm``'s SAEs (``arm_steps``, else ``steps``)."""
+        return self._arm_steps.get(arm, self.steps)
+
+    def for_arm(self, arm: str) -> "StudySettings":
+        """These settings as ``arm``'s SAEs see them: ``steps`` = :meth:`steps_for` (so its warm-up, lr decay
+        and adaptive-weight schedule scale with its own length), ``arm_steps`` cleared."""
+        steps = self.steps_for(arm)
+        return self if steps == self.steps else dataclasses.replace(self, steps=steps, arm_steps=())
+
+
+def _parse_arm_steps(entries: tuple[str, ...], arms: tuple[str, ...], steps: int) -> dict[str, int]:
+    """{arm: steps} from 'arm=steps' strings; ValueError naming the bad entry."""
+    out: dict[str, int] = {}
+    for e in entries:
+        name, sep, value = str(e).partition("=")
+        if not sep or not value.strip().isdigit():
+            raise ValueError(f"arm_steps entry {e!r} must read 'arm=steps', e.g. 'topk=4000'")
+        n = int(value)
+        if name not in arms:
+            raise ValueError(f"arm_steps entry {e!r}: {name!r} is not one of this run's arms {list(arms)}")
+        if name in out:
+            raise ValueError(f"arm_steps names {name!r} twice")
+        if not 1 <= n <= steps:
+            raise ValueError(f"arm_steps entry {e!r}: steps {n} must be in [1, steps={steps}]")
+        out[name] = n
+    return out

@@ -47,18 +47,23 @@ class Run(NamedTuple):
     """Its held-out log10 firing-frequency histogram (dead latents in bin 0)."""
 
 
-def stacks(members: Sequence[Member], stack_size: int) -> list[list[Member]]:
-    """Cut ``members`` into stacks of one architecture and at most ``stack_size`` members.
+def stacks(members: Sequence[Member], stack_size: int,
+           steps_of: Callable[[str], int] | None = None) -> list[list[Member]]:
+    """Cut ``members`` into stacks of one architecture (and one training length) and at most
+    ``stack_size`` members.
 
     Architectures in order of first appearance; within one, members sorted by (cell, seed,
     arm, value) so that a stack spans few cells, then split into ceil(n/stack_size) stacks of
     near-equal size (the first ones one larger).
+
+    :param steps_of: an arm's training length (e.g. ``settings.steps_for``); arms of one
+        architecture but different lengths go to different stacks. None: one length for all.
     """
     if not (isinstance(stack_size, int) and stack_size >= 1):
         raise ValueError(f"stack_size == {stack_size!r}, must be an integer >= 1")
-    by_arch: dict[str, list[Member]] = {}
+    by_arch: dict[tuple[str, int], list[Member]] = {}
     for m in members:
-        by_arch.setdefault(ARMS[m.arm].arch, []).append(m)
+        by_arch.setdefault((ARMS[m.arm].arch, 0 if steps_of is None else steps_of(m.arm)), []).append(m)
     out = []
     for group in by_arch.values():
         group = sorted(group, key=lambda m: (tuple(m.cell), m.seed, m.arm, m.value))
@@ -70,6 +75,13 @@ def stacks(members: Sequence[Member], stack_size: int) -> list[list[Member]]:
             out.append(group[start:stop])
             start = stop
     return out
+
+
+def arm_settings(settings: Any, arm: str) -> Any:
+    """``settings`` as ``arm``'s SAEs see them (:meth:`StudySettings.for_arm`: its own length); runners whose
+    settings have no per-arm lengths get them unchanged."""
+    for_arm = getattr(settings, "for_arm", None)
+    return settings if for_arm is None else for_arm(arm)
 
 
 def train_config(settings: Any, **overrides: Any) -> Any:
@@ -100,7 +112,11 @@ def train_members(stack: Sequence[Member], settings: Any, *, d_sae: int, source:
     archs = {ARMS[m.arm].arch for m in stack}
     if len(archs) != 1:
         raise ValueError(f"a stack holds one architecture, got {sorted(archs)}")
-    specs = [arm_spec(settings, m.arm, m.value, d_sae) for m in stack]
+    lengths = {arm_settings(settings, m.arm).steps for m in stack}
+    if len(lengths) > 1 or (lengths != {settings.steps} and lengths != {tcfg.steps}):
+        raise ValueError(f"the stack's arms train for {sorted(lengths)} steps (settings.arm_steps) but its "
+                         f"TrainConfig for {tcfg.steps}; build it from arm_settings(settings, arm)")
+    specs = [arm_spec(arm_settings(settings, m.arm), m.arm, m.value, d_sae) for m in stack]
     t0 = time.perf_counter()
     results = train_stack(specs, source, tcfg, seeds=[m.seed for m in stack], outs=outs, resume=resume)
     return list(results), time.perf_counter() - t0
@@ -129,7 +145,7 @@ def train_and_evaluate(stack: Sequence[Member], settings: Any, *, d_sae: int, tr
                                   resume=resume)
     runs = []
     for i, (m, res) in enumerate(zip(stack, results)):
-        fields = arm_fields(settings, m.arm, m.value)
+        fields = arm_fields(arm_settings(settings, m.arm), m.arm, m.value)
         param = ARMS[m.arm].param
         row: dict[str, Any] = {"arm": m.arm, "arch": ARMS[m.arm].arch, **dict(zip(cell_keys, m.cell)),
                                "seed": m.seed, "param": param, "value": fields[param], "hparams": hparams_json(fields)}
