@@ -94,7 +94,7 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[Any]]:
     reps = []
     for arm, (value, _) in knobs.items():
         (res,), _ = train_members([Member(arm, (cfg.rho,), cfg.seed, value)], scfg, d_sae=scfg.m,
-                                  source=[data.x_train], tcfg=starvation.synthetic_train_config(scfg))
+                                  source=[data.x_train], tcfg=starvation.synthetic_train_config(scfg.for_arm(arm)))
         sae = res.sae.cpu().eval()
         rep = compare_sae(sae, data.x_eval[: cfg.n_tokens], CompareConfig(n_tokens=cfg.n_tokens, seed=cfg.seed))
         reps.append(dataclasses.replace(rep, name=arm))

@@ -266,14 +266,20 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
 
 
 # --------------------------------------------------------------------------- the whole benchmark
+RESULT_NEUTRAL = ("out", "workers")
+"""Config fields that do not change a run's results (where it is written; how many processes train its
+stacks, which are bit-identical across worker counts on CPU), so :func:`same_config` ignores them."""
+
+
 def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether a saved config.json describes the run ``current`` (both as JSON dicts). A field the saved
     config lacks (it predates the field) counts as that field's default, which reproduces the older
-    behaviour; any other difference, or a saved field unknown now, makes them different."""
+    behaviour; :data:`RESULT_NEUTRAL` fields are ignored; any other difference, or a saved field unknown
+    now, makes them different."""
     defaults = json.loads(json.dumps(dataclasses.asdict(StarvationConfig())))
     if set(saved) - set(current):
         return False
-    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items())
+    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items() if k not in RESULT_NEUTRAL)
 
 
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:

@@ -40,7 +40,15 @@ def test_builtin_sources_are_registered():
     assert {"starvation", "compare_arms", "llm_eval", "proofs_check"} <= set(figures.REGISTRY)
 
 
-def test_compare_arms_tiny(tmp_path):
+def test_compare_arms_tiny(tmp_path, monkeypatch):
+    import dataclasses
+
+    from synthetic import starvation
+
+    # with per-arm lengths (the standard preset's), each arm trains for its own
+    monkeypatch.setitem(starvation.PRESETS, "tiny", dataclasses.replace(starvation.PRESETS["tiny"],
+                                                                       arms=("relu_l1", "aen", "en", "topk"),
+                                                                       arm_steps=("relu_l1=30", "topk=20")))
     cfg = compare_arms.CompareArmsConfig(starvation_preset="tiny", l0_target=2.0, n_tokens=256, out=str(tmp_path))
     out, reps = compare_arms.run(cfg)
     assert [r.name for r in reps] == ["aen", "en", "relu_l1", "topk"]

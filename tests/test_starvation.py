@@ -243,3 +243,6 @@ def test_same_config_reads_missing_fields_as_their_defaults():
     assert not starvation.same_config(old, {**cur, "float_jitter": 1e-6})
     assert not starvation.same_config({**cur, "steps": 1}, cur)
     assert not starvation.same_config({**cur, "retired_field": 1}, cur)
+    # where it was written and how many processes trained it do not change the results
+    assert starvation.same_config({**cur, "out": "runs/elsewhere", "workers": 1}, cur)
+    assert not starvation.same_config({**cur, "arm_steps": ["topk=8000"]}, cur)
