@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,15 +65,23 @@ def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     scfg = starvation.PRESETS[cfg.starvation_preset]
     path = scfg.out_dir / "matched.csv"
     matched = read_csv(path) if path.exists() else []
+    res_path = scfg.out_dir / "results.csv"
+    results = read_csv(res_path) if res_path.exists() else []
     out = {}
     for arm in cfg.arms:
         a = ARMS[arm]
         hit = [r for r in matched if r["arm"] == arm and r["rho"] == cfg.rho and r["l0_target"] == cfg.l0_target
                and r["n_seeds"] > 0]
+        near = [r for r in results if r["arm"] == arm and r["rho"] == cfg.rho and r["seed"] == cfg.seed
+                and not r.get("collapsed", 0) and r["l0"] > 0]
         if a.start is None:  # topk-type: k is the L0
             out[arm] = (float(round(cfg.l0_target)), "k = the L0 target")
         elif hit:
             out[arm] = (float(f"{hit[0]['value_mean']:.3g}"), f"matched λ for L0 {cfg.l0_target:g} in {path}")
+        elif near:  # no matched value (a cliff, or not bracketed): this seed's run nearest the target
+            r = min(near, key=lambda r: abs(math.log(r["l0"] / cfg.l0_target)))
+            out[arm] = (float(r["value"]), f"no matched λ at L0 {cfg.l0_target:g} (cliff or not bracketed); the "
+                                           f"uncollapsed seed-{cfg.seed} run nearest it in {res_path} (L0 {r['l0']:.2f})")
         else:
             out[arm] = (float(a.start(scfg)), "the arm's starting λ (no matched.csv)")
     return out

@@ -92,3 +92,21 @@ def test_set_aside_never_overwrites(tmp_path):
         assert figures._set_aside(run) == tmp_path / f"starvation_quick.replaced-{i + 1}"
     assert (tmp_path / "starvation_quick.replaced-1" / "results.csv").read_text() == "run 0\n"
     assert not run.exists()
+
+
+def test_compare_arms_knob_falls_back_to_the_run_nearest_the_target(tmp_path, monkeypatch):
+    import dataclasses
+
+    from synthetic import starvation
+
+    monkeypatch.setitem(starvation.PRESETS, "tiny", dataclasses.replace(starvation.PRESETS["tiny"], out=str(tmp_path)))
+    (tmp_path / "matched.csv").write_text("arm,rho,l0_target,n_seeds,value_mean\n"
+                                          "relu_l1,0.9,4.0,3,0.0123\naen,0.9,4.0,0,nan\n")
+    (tmp_path / "results.csv").write_text("arm,rho,seed,value,l0,collapsed\n"
+                                          "aen,0.9,0,0.001,5.5,0\naen,0.9,0,0.002,3.5,0\n"  # |log| 0.318 vs 0.134
+                                          "aen,0.9,0,0.003,4.0,1\naen,0.9,1,0.004,4.0,0\n")  # collapsed; other seed
+    got = compare_arms.knob_values(compare_arms.CompareArmsConfig(starvation_preset="tiny", arms=("aen", "relu_l1",
+                                                                                                  "en", "topk")))
+    assert got["aen"][0] == 0.002 and "(L0 3.50)" in got["aen"][1]
+    assert got["relu_l1"][0] == 0.0123 and got["topk"][0] == 4.0
+    assert got["en"][0] == starvation.PRESETS["tiny"].lam_en  # no run of its own: the starting λ
