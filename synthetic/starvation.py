@@ -208,10 +208,16 @@ def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, see
     x = torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32))
     z_eval = d.codes[n_train:].toarray().astype(np.float32)
     x_train = x[:n_train].clone()
-    if float_jitter > 0:
-        eps = np.random.default_rng([seed, 0x6A17]).standard_normal(x_train.shape)
-        x_train = (x_train.double() * torch.from_numpy(1.0 + float_jitter * eps)).float()
+    if float_jitter > 0:  # in row chunks: the same numbers as one draw, without four float64 copies of the data
+        rng = np.random.default_rng([seed, 0x6A17])
+        for i in range(0, n_train, _JITTER_ROWS):
+            part = x_train[i:i + _JITTER_ROWS]
+            eps = rng.standard_normal(tuple(part.shape))
+            part.copy_((part.double() * torch.from_numpy(1.0 + float_jitter * eps)).float())
     return Data(x_train, x[n_train:].clone(), z_eval, d.dictionary)
+
+
+_JITTER_ROWS = 1 << 16
 
 
 _CACHE: OrderedDict[tuple, Data] = OrderedDict()

@@ -246,3 +246,16 @@ def test_same_config_reads_missing_fields_as_their_defaults():
     # where it was written and how many processes trained it do not change the results
     assert starvation.same_config({**cur, "out": "runs/elsewhere", "workers": 1}, cur)
     assert not starvation.same_config({**cur, "arm_steps": ["topk=8000"]}, cur)
+
+
+def test_float_jitter_in_chunks_equals_the_one_draw_reference(monkeypatch):
+    import numpy as np
+    import torch
+
+    monkeypatch.setattr(starvation, "_JITTER_ROWS", 7)  # several chunks, the last one short
+    plain = starvation.make_data(8, 16, 2, 0.5, 50, 20, 3)
+    jit = starvation.make_data(8, 16, 2, 0.5, 50, 20, 3, float_jitter=1e-3)
+    eps = np.random.default_rng([3, 0x6A17]).standard_normal((50, 8))
+    want = (plain.x_train.double() * torch.from_numpy(1.0 + 1e-3 * eps)).float()
+    assert torch.equal(jit.x_train, want) and not torch.equal(jit.x_train, plain.x_train)
+    assert torch.equal(jit.x_eval, plain.x_eval)  # the held-out data and the truth are untouched
