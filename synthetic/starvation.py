@@ -121,10 +121,11 @@ PRESETS: dict[str, StarvationConfig] = {
     "quick": StarvationConfig(preset="quick"),
     # The committed verdicts (issue 12): the length design (quick sizes, ρ 0 / 0.5 / 0.9) with topk_tied, 5 seeds,
     # each arm at the length from which the length ablation (figures/length.md) found it stable under doubling:
-    # jumprelu 2000 and the TopK arms 4000 (run at 4000; topk_tied, not in the ablation, as topk), relu_l1 8000,
+    # the TopK arms 4000 (topk_tied, not in the ablation, as topk), jumprelu 4000 (stable from 2000), relu_l1 8000,
     # aen 16,000; en, which its cliffs keep from being measured, as aen. One length for all (16,000) would be
     # 7 arms × 15 cells × ~7 SAEs ≈ 735 SAEs × ~12 s ≈ 2.5 h on 2 cores; these lengths cut the TopK, jumprelu
-    # and relu_l1 arms 2–4× (estimate with --estimate-only; measured wall time in the run's timing.json).
+    # and relu_l1 arms 2–4×. Measured: 630 SAEs in 2,405 s on 2 cores, 2 workers; a worker holds the training
+    # data of every cell of its stack (0.5 GB each at 16,000 × 128 × 64), 8.8 GB RSS in the first round.
     "standard": StarvationConfig(preset="standard", arms=("relu_l1", "topk", "topk_tied", "topk_auxk", "jumprelu",
                                                           "en", "aen"),
                                  rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2, 3, 4), steps=16_000,
