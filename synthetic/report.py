@@ -54,8 +54,9 @@ def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
 
 def _lengths(cfg: Any) -> str:
     """'N steps', or each arm's steps where they differ (arm_steps)."""
-    steps_for = getattr(cfg, "steps_for", lambda arm: cfg.steps)
-    by = {a: steps_for(a) for a in cfg.arms}
+    from geomsae.study.stack import arm_settings
+
+    by = {a: arm_settings(cfg, a).steps for a in cfg.arms}
     if len(set(by.values())) == 1:
         return f"{cfg.steps} steps"
     return ("steps per arm, each where the length ablation found it converged (docs/method.md §7.5): "
