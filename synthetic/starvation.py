@@ -1,7 +1,7 @@
-"""Feature-starvation benchmark on the spiked model (issue 4; docs/method.md §4, §7).
+"""Feature-starvation benchmark on the spiked model (issue 4; docs/method.md §4, §7); config and presets: :mod:`synthetic.config`.
 
     python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds, 2 CPU cores
-    python -m synthetic.starvation --preset paper --workers 16    # docs/method.md §4 sizes (see PRESETS for the time)
+    python -m synthetic.starvation --preset paper --workers 16    # docs/method.md §4 sizes (see synthetic/config.py for the time)
     python -m synthetic.starvation --preset tiny                  # seconds; what the tests run
     python -m synthetic.starvation --preset quick --report-only   # redo matched.csv, summary.md, figures
     python -m synthetic.starvation --preset quick --estimate-only # time a stack, extrapolate the total
@@ -37,7 +37,6 @@ import json
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,129 +51,16 @@ from geomsae.study import (
     Cell,
     Member,
     Run,
-    StudySettings,
     sweep,
     tables,
     train_and_evaluate,
     train_round,
 )
-from geomsae.study.arms import AEN_GRID, aen_grid_name
 from geomsae.study.cost import train_flops_per_token
 from geomsae.study.stack import train_config
+from synthetic.config import PRESETS, StarvationConfig
 from synthetic.report import STUDY
 
-
-@dataclass
-class StarvationConfig(StudySettings):
-    """One starvation benchmark on the spiked model (the arm, sweep and training fields: StudySettings)."""
-
-    n: int = 64
-    """Input width d_in of the spiked model (docs/method.md §4: 256)."""
-    m: int = 256
-    """Number of true features; also the SAEs' d_sae (docs/method.md §4: 1024)."""
-    k: int = 4
-    """Active true features per sample (docs/method.md §4: 16)."""
-    rhos: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)
-    """Coherences ρ of the spiked dictionary."""
-    n_eval: int = 8192
-    """Held-out evaluation tokens (same dictionary, fresh codes)."""
-    workers: int = 2
-    """Worker processes, each training whole stacks (one torch thread each); 1 runs in-process."""
-    float_jitter: float = 0.0
-    """Relative noise (times a seeded N(0, 1) per element) on the training activations, in [0, 1e-3]: 1e-6
-    is the size of the rounding differences between two machines' float kernels, so a rerun with it shows
-    which verdicts another machine could move (docs/method.md §7.4). 0: the data as generated."""
-    out: str | None = None
-    """Output folder; None means runs/starvation_<preset>."""
-
-    def __post_init__(self) -> None:
-        for name in ("n", "m", "k", "n_eval", "workers"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"{name} == {v!r}, must be an integer >= 1")
-        super().__post_init__()
-        if not self.k <= self.m:
-            raise ValueError(f"k == {self.k}, must be in [1, m={self.m}]")
-        if not (isinstance(self.float_jitter, (int, float)) and 0.0 <= self.float_jitter <= 1e-3):
-            raise ValueError(f"float_jitter == {self.float_jitter!r}, must be a number in [0, 1e-3]")
-        if not self.rhos or not all(0.0 <= r < 1.0 for r in self.rhos):
-            raise ValueError(f"rhos == {self.rhos!r}, must be a non-empty list of numbers in [0, 1)")
-        if not all(1 <= kk <= self.m for kk in self.topk_ks):
-            raise ValueError(f"topk_ks == {self.topk_ks!r}, each must be in [1, m={self.m}]")
-        if not all(1 <= w <= self.n_eval for w in self.eval_windows):
-            raise ValueError(f"eval_windows == {self.eval_windows!r}, each must be in [1, n_eval={self.n_eval}]")
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out is not None else Path("runs") / f"starvation_{self.preset}"
-
-
-PRESETS: dict[str, StarvationConfig] = {
-    # Seconds: two arms, two ρ, two seeds, tiny sizes (the tests).
-    "tiny": StarvationConfig(preset="tiny", n=16, m=32, k=2, rhos=(0.0, 0.7), seeds=(0, 1),
-                             arms=("relu_l1", "aen"), l0_targets=(2.0, 3.0), topk_ks=(1, 2, 4), sweep_points=3,
-                             steps=60, batch_size=64, n_eval=1024, eval_windows=(256,), dead_window_tokens=640,
-                             resample_every=21, workers=1),
-    # Every arm, 5 ρ, 3 seeds, 6 λ per penalty cell and k 3–8: 989 SAEs in 5 rounds, 37 stacks (the largest 60).
-    # Measured on 2 CPU cores, 2 workers, with another job sharing the cores: 812 s (issue 12; before it,
-    # 450 SAEs with 3 λ and k ∈ {2, 4, 8}: 4 min 41 s).
-    "quick": StarvationConfig(preset="quick"),
-    # The committed verdicts (issue 12): the length design (quick sizes, ρ 0 / 0.5 / 0.9) with topk_tied, 5 seeds,
-    # each arm at the length from which the length ablation (figures/length.md) found it stable under doubling:
-    # the TopK arms 4000 (topk_tied, not in the ablation, as topk), jumprelu 4000 (stable from 2000), relu_l1 8000,
-    # aen 16,000; en, which its cliffs keep from being measured, as aen. One length for all (16,000) would be
-    # 7 arms × 15 cells × ~7 SAEs ≈ 735 SAEs × ~12 s ≈ 2.5 h on 2 cores; these lengths cut the TopK, jumprelu
-    # and relu_l1 arms 2–4×. Measured: 630 SAEs in 2,405 s on 2 cores, 2 workers; a worker holds the training
-    # data of every cell of its stack (0.5 GB each at 16,000 × 128 × 64), 8.8 GB RSS in the first round.
-    "standard": StarvationConfig(preset="standard", arms=("relu_l1", "topk", "topk_tied", "topk_auxk", "jumprelu",
-                                                          "en", "aen"),
-                                 rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2, 3, 4), steps=16_000,
-                                 arm_steps=("relu_l1=8000", "topk=4000", "topk_tied=4000", "topk_auxk=4000",
-                                            "jumprelu=4000")),
-    # Length ablation (issue 12 item 4): run with --steps 125 / 500 / 2000 / 4000 (a 32× span that holds the standard
-    # length and its doubling) and --out runs/length_<steps>, then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds ×
-    # 6 points = 324 SAEs per length; measured on 2 shared cores: 125 steps 93 s, 500 steps ≈ 4 min (see each run's
-    # timing.json).
-    "length": StarvationConfig(preset="length", arms=("relu_l1", "topk", "topk_auxk", "jumprelu", "en", "aen"),
-                               rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2)),
-    # AEN tuned within the authors' grid (issue 12 item 5): the 12 grid arms at ρ 0.9 on the validation draw
-    # (seeds 0-2); python -m synthetic.tune picks one, reported on a fresh draw (synthetic/tune.py). 216 SAEs, 1.8 TFLOP.
-    "aen-grid": StarvationConfig(preset="aen-grid", rhos=(0.9,), l0_targets=(4.0,),
-                                 arms=tuple(aen_grid_name(g, q, f) for g, q, f in AEN_GRID)),
-    # The authors' spiked table (docs/method.md §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
-    # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
-    # CPU (--rhos 0.3 0.9). --estimate-only measured 15.5 ms per SAE-step (one thread), so the design is cut to fit:
-    # their TopK at k 16 only (the k of their table) and 3 λ per penalty arm, 4 × 3 + 1 = 13 SAEs per ρ, 26 in
-    # all ≈ 2.8 h on 2 workers (with 4 k and 4 λ: 40 SAEs, 4.3 h). Our summary reports matched L0 (targets 16, 24;
-    # TopK only at 16); authors_table.md (synthetic/authors.py) puts our run closest to L0 16 beside theirs, cell
-    # by cell, as they picked theirs.
-    "authors": StarvationConfig(preset="authors", n=256, m=1024, k=16, arms=("aen", "adaptive_lasso", "en", "relu_l1",
-                                                                            "topk"),
-                                seeds=(0,), l0_targets=(16.0, 24.0), topk_ks=(16,), lam_relu_l1=0.05,
-                                lam_en=0.03, lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
-                                steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
-                                eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=16_667,
-                                sweep_points=3, stack_size=16),
-    # The whole authors' table (5 ρ) on one GPU: 100 SAEs × 33.5 TFLOP = 3.4 PFLOP; at ~40 % of an H200's
-    # 790 TFLOP/s bf16 that is ≈ 11 min (sized from FLOPs, not measured).
-    "authors-gpu": StarvationConfig(preset="authors-gpu", n=256, m=1024, k=16,
-                                    arms=("aen", "adaptive_lasso", "en", "relu_l1", "topk"), seeds=(0,),
-                                    l0_targets=(16.0, 24.0), topk_ks=(12, 16, 20, 24), lam_relu_l1=0.05, lam_en=0.03,
-                                    lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
-                                    steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
-                                    eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
-                                    resample_every=16_667, sweep_points=4, stack_size=64, workers=1, device="cuda",
-                                    autocast="bfloat16"),
-    # docs/method.md §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
-    # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
-    # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).
-    "paper": StarvationConfig(preset="paper", n=256, m=1024, k=16, l0_targets=(16.0, 24.0), topk_ks=(8, 16, 32),
-                              lam_relu_l1=0.05, lam_gated=0.1, lam_jumprelu=0.01, lam_en=0.03,
-                              lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
-                              steps=5000, batch_size=512, lr=3e-3, n_eval=65_536,
-                              eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=1667,
-                              sweep_points=4, stack_size=16),
-}
 
 CELL_KEYS = ("rho",)
 EXTRA_COLUMNS = [*tables.EVAL_METRICS, *tables.TRUE_DICT_METRICS, *tables.TRUE_CODE_METRICS,
