@@ -32,6 +32,13 @@ class StarvationConfig(StudySettings):
     """Relative noise (times a seeded N(0, 1) per element) on the training activations, in [0, 1e-3]: 1e-6
     is the size of the rounding differences between two machines' float kernels, so a rerun with it shows
     which verdicts another machine could move (docs/method.md §7.4). 0: the data as generated."""
+    stream_chunk: int = 0
+    """Rows per chunk when the training samples are generated while training (synthetic/stream.py), for lengths
+    whose data does not fit in memory (the authors' 12.8 M × 256 floats is 13 GB per cell); the held-out data
+    and the truth then come from their own draw. 0: every training sample drawn at once, in memory."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints of every SAE of a stack (in out/stacks/), so a stopped run resumes inside a
+    stack; the final SAEs are kept there too. 0: no checkpoints (a stopped stack starts again)."""
     out: str | None = None
     """Output folder; None means runs/starvation_<preset>."""
 
@@ -45,6 +52,13 @@ class StarvationConfig(StudySettings):
             raise ValueError(f"k == {self.k}, must be in [1, m={self.m}]")
         if not (isinstance(self.float_jitter, (int, float)) and 0.0 <= self.float_jitter <= 1e-3):
             raise ValueError(f"float_jitter == {self.float_jitter!r}, must be a number in [0, 1e-3]")
+        for name in ("stream_chunk", "checkpoint_every"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise ValueError(f"{name} == {v!r}, must be an integer >= 0 (0: off)")
+        if self.stream_chunk and self.float_jitter:
+            raise ValueError(f"float_jitter == {self.float_jitter!r} with stream_chunk == {self.stream_chunk}: the "
+                             "jitter applies to in-memory data only; set one of them to 0")
         if not self.rhos or not all(0.0 <= r < 1.0 for r in self.rhos):
             raise ValueError(f"rhos == {self.rhos!r}, must be a non-empty list of numbers in [0, 1)")
         if not all(1 <= kk <= self.m for kk in self.topk_ks):
@@ -95,14 +109,16 @@ PRESETS: dict[str, StarvationConfig] = {
     # their TopK at k 16 only (the k of their table) and 3 λ per penalty arm, 4 × 3 + 1 = 13 SAEs per ρ, 26 in
     # all ≈ 2.8 h on 2 workers (with 4 k and 4 λ: 40 SAEs, 4.3 h). Our summary reports matched L0 (targets 16, 24;
     # TopK only at 16); authors_table.md (synthetic/authors.py) puts our run closest to L0 16 beside theirs, cell
-    # by cell, as they picked theirs.
+    # by cell, as they picked theirs. 12.8 M × 256 float32 is 13 GB per cell (the generator's float64 product
+    # twice that), more than the 24 GiB here: the training samples are streamed in chunks (synthetic/stream.py),
+    # and every stack is checkpointed every 2500 steps, so the run resumes inside a stack across sessions.
     "authors": StarvationConfig(preset="authors", n=256, m=1024, k=16, arms=("aen", "adaptive_lasso", "en", "relu_l1",
                                                                             "topk"),
                                 seeds=(0,), l0_targets=(16.0, 24.0), topk_ks=(16,), lam_relu_l1=0.05,
                                 lam_en=0.03, lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
                                 steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
                                 eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=16_667,
-                                sweep_points=3, stack_size=16),
+                                sweep_points=3, stack_size=16, stream_chunk=65_536, checkpoint_every=2500),
     # The whole authors' table (5 ρ) on one GPU: 100 SAEs × 33.5 TFLOP = 3.4 PFLOP; at ~40 % of an H200's
     # 790 TFLOP/s bf16 that is ≈ 11 min (sized from FLOPs, not measured).
     "authors-gpu": StarvationConfig(preset="authors-gpu", n=256, m=1024, k=16,
@@ -112,7 +128,7 @@ PRESETS: dict[str, StarvationConfig] = {
                                     steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
                                     eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
                                     resample_every=16_667, sweep_points=4, stack_size=64, workers=1, device="cuda",
-                                    autocast="bfloat16"),
+                                    autocast="bfloat16", stream_chunk=65_536, checkpoint_every=5000),
     # docs/method.md §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
     # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
     # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).

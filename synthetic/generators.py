@@ -13,6 +13,7 @@ naming the value and its range.
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from synthetic.data import (
     CHUNK,
@@ -96,16 +97,27 @@ def spiked(n: int = 256, m: int = 1024, k: int = 16, rho: float = 0.0, n_samples
     check("noise", noise, 0.0, float("inf"))
     rng = np.random.default_rng(seed)
     D = spiked_dictionary(rng, n, m, rho, orthogonal_u)
+    x, codes = spiked_samples(rng, D, k, n_samples, mag_low, mag_high, noise)
+    cfg = dict(generator="spiked", n=n, m=m, k=k, rho=rho, n_samples=n_samples,
+               mag_low=mag_low, mag_high=mag_high, noise=noise, seed=seed, orthogonal_u=orthogonal_u)
+    return SyntheticData(x, D, codes, cfg)
+
+
+def spiked_samples(rng: np.random.Generator, D: np.ndarray, k: int, n_samples: int, mag_low: float = 1.0,
+                   mag_high: float = 3.0, noise: float = 0.0) -> tuple[np.ndarray, sp.csr_array]:
+    """(x (n_samples, n) float32, codes (n_samples, m) CSR) of the spiked model on a given dictionary D (n, m).
+
+    Draws from ``rng`` in :func:`spiked`'s order after its dictionary: supports (in CHUNK rows), magnitudes,
+    noise; so ``spiked(seed=s)`` equals this on ``default_rng(s)`` after :func:`spiked_dictionary`. Streams of
+    fresh samples on a fixed D (``synthetic.stream``) call it once per chunk with their own generator."""
+    m = D.shape[1]
     cols = np.empty((n_samples, k), dtype=np.int64)
     for start in range(0, n_samples, CHUNK):
         b = min(CHUNK, n_samples - start)
         cols[start : start + b] = _uniform_subsets(rng, b, m, k)
     rows = np.repeat(np.arange(n_samples), k)
     codes = assemble(rng, rows, cols.reshape(-1), n_samples, m, mag_low, mag_high)
-    x = decode(codes, D, noise, rng)
-    cfg = dict(generator="spiked", n=n, m=m, k=k, rho=rho, n_samples=n_samples,
-               mag_low=mag_low, mag_high=mag_high, noise=noise, seed=seed, orthogonal_u=orthogonal_u)
-    return SyntheticData(x, D, codes, cfg)
+    return decode(codes, D, noise, rng), codes
 
 
 def sharkey(n: int = 256, m: int = 512, n_samples: int = 65_536, avg_active: float = 5.0,

@@ -75,8 +75,9 @@ def result_columns(cfg: StarvationConfig) -> list[str]:
 
 # --------------------------------------------------------------------------- data and one stack
 class Data(NamedTuple):
-    x_train: torch.Tensor
-    """(steps·batch_size, n) float32 training activations."""
+    x_train: Any
+    """(steps·batch_size, n) float32 training activations: a tensor, or a :class:`synthetic.stream.SpikedStream`
+    of them (``stream_chunk``)."""
     x_eval: torch.Tensor
     """(n_eval, n) float32 held-out activations."""
     z_eval: np.ndarray
@@ -113,11 +114,28 @@ _CACHE: OrderedDict[tuple, Data] = OrderedDict()
 _CACHE_BYTES = 1 << 30  # keep the newest cells' data up to 1 GiB per process (a stack needs its cells')
 
 
+def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int, chunk: int) -> Data:
+    """The data of one (ρ, seed) with the training samples streamed (:class:`synthetic.stream.SpikedStream`,
+    chunks of ``chunk`` rows): the held-out samples, the truth and D are ``spiked(n_samples=n_eval, seed)``,
+    the training samples fresh draws on that D. Other numbers than :func:`make_data`'s, from the same model."""
+    from synthetic.generators import spiked
+    from synthetic.stream import SpikedStream
+
+    d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_eval, seed=seed)
+    return Data(SpikedStream(d.dictionary, k, n_train, seed, chunk),
+                torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32)),
+                d.codes.toarray().astype(np.float32), d.dictionary)
+
+
 def cell_data(cfg: StarvationConfig, rho: float, seed: int) -> Data:
-    """:func:`make_data` of one cell, cached per process."""
-    key = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed, cfg.float_jitter)
+    """:func:`make_data` (or, with ``stream_chunk``, :func:`stream_data`) of one cell, cached per process."""
+    key = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed)
+    if cfg.stream_chunk:
+        key = (*key, "stream", cfg.stream_chunk)
+    else:
+        key = (*key, cfg.float_jitter)
     if key not in _CACHE:
-        _CACHE[key] = make_data(*key)
+        _CACHE[key] = stream_data(*key[:7], cfg.stream_chunk) if cfg.stream_chunk else make_data(*key)
         size = lambda d: d.x_train.nbytes + d.x_eval.nbytes + d.z_eval.nbytes
         while len(_CACHE) > 1 and sum(size(d) for d in _CACHE.values()) > _CACHE_BYTES:
             _CACHE.popitem(last=False)
@@ -151,19 +169,37 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
     try:
         data = {(m.cell[0], m.seed): cell_data(cfg, m.cell[0], m.seed) for m in stack}
         mine = [data[(m.cell[0], m.seed)] for m in stack]
+        tcfg = synthetic_train_config(cfg.for_arm(stack[0].arm))
+        outs = stack_folders(cfg, stack) if cfg.checkpoint_every else None
+        if outs is not None:
+            tcfg = dataclasses.replace(tcfg, checkpoint_every=cfg.checkpoint_every)
         return train_and_evaluate(
             stack, cfg, d_sae=cfg.m, train_source=[d.x_train for d in mine], eval_source=[d.x_eval for d in mine],
-            tcfg=synthetic_train_config(cfg.for_arm(stack[0].arm)), cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine],
-            true_codes=[d.z_eval for d in mine],
-            extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae))
+            tcfg=tcfg, cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine], true_codes=[d.z_eval for d in mine],
+            extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae),
+            outs=outs, resume=outs is not None)
     finally:
         torch.set_num_threads(threads)
 
 
+def stack_folders(cfg: StarvationConfig, stack: list[Member]) -> list[Path]:
+    """The run folder of each member with ``checkpoint_every``: out/stacks/<stack id>/<arm>_rho<ρ>_s<seed>_<value>.
+
+    The stack id hashes its members and length, so a rerun that forms the same stack resumes its checkpoints,
+    and a stack formed otherwise (another --workers or --stack-size) starts in folders of its own."""
+    import hashlib
+
+    steps = cfg.steps_for(stack[0].arm)
+    sid = hashlib.sha256(repr((steps, [m.key for m in stack])).encode()).hexdigest()[:12]
+    return [cfg.out_dir / "stacks" / f"{stack[0].arm}_{sid}" / f"{m.arm}_rho{m.cell[0]:g}_s{m.seed}_{m.value:g}"
+            for m in stack]
+
+
 # --------------------------------------------------------------------------- the whole benchmark
-RESULT_NEUTRAL = ("out", "workers")
+RESULT_NEUTRAL = ("out", "workers", "checkpoint_every")
 """Config fields that do not change a run's results (where it is written; how many processes train its
-stacks, which are bit-identical across worker counts on CPU), so :func:`same_config` ignores them."""
+stacks, which are bit-identical across worker counts on CPU; how often a stack is checkpointed, a resumed
+stack continuing exactly), so :func:`same_config` ignores them."""
 
 
 def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
@@ -252,10 +288,23 @@ def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[s
     per_step = wall / steps / len(stack)  # per SAE
     n_runs = sum(_runs_per_cell(cfg, a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
     run_steps = sum(_runs_per_cell(cfg, a) * cfg.steps_for(a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
-    return {"s_per_step": per_step, "s_per_run": per_step * run_steps / n_runs, "runs_max": n_runs,
-            "hours_one_worker": per_step * run_steps / 3600,
-            "hours_all_workers": per_step * run_steps / 3600 / cfg.workers,
-            "roofline_hours": planned_flops(cfg) / 85e9 / 3600}
+    n_train = max(cfg.steps_for(a) for a in cfg.arms) * cfg.batch_size
+    out = {"s_per_step": per_step, "s_per_run": per_step * run_steps / n_runs, "runs_max": n_runs,
+           "hours_one_worker": per_step * run_steps / 3600,
+           "hours_all_workers": per_step * run_steps / 3600 / cfg.workers,
+           "roofline_hours": planned_flops(cfg) / 85e9 / 3600,
+           # in memory per cell: the training samples (unless streamed), the held-out samples and their codes
+           "data_gb_per_cell": ((0 if cfg.stream_chunk else n_train * cfg.n) + cfg.n_eval * (cfg.n + cfg.m)) * 4 / 1e9}
+    if cfg.stream_chunk:  # the time to draw one cell's stream once (each stack draws its cells' streams once)
+        from synthetic.generators import spiked_dictionary
+        from synthetic.stream import SpikedStream
+
+        src = SpikedStream(spiked_dictionary(np.random.default_rng(0), cfg.n, cfg.m, 0.5, False), cfg.k,
+                           n_train, 0, cfg.stream_chunk)
+        t0 = time.perf_counter()
+        src.chunk_rows(0)
+        out["stream_s_per_cell"] = (time.perf_counter() - t0) * -(-n_train // cfg.stream_chunk)
+    return out
 
 
 def _runs_per_cell(cfg: StarvationConfig, arm: str) -> int:

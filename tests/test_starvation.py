@@ -259,3 +259,60 @@ def test_float_jitter_in_chunks_equals_the_one_draw_reference(monkeypatch):
     want = (plain.x_train.double() * torch.from_numpy(1.0 + 1e-3 * eps)).float()
     assert torch.equal(jit.x_train, want) and not torch.equal(jit.x_train, plain.x_train)
     assert torch.equal(jit.x_eval, plain.x_eval)  # the held-out data and the truth are untouched
+
+
+def test_streamed_data_runs_end_to_end_on_the_held_out_truth(tmp_path):
+    cfg = _tiny(tmp_path / "s", stream_chunk=500, rhos=(0.7,))
+    data = starvation.cell_data(cfg, 0.7, 0)
+    assert data.x_train.n_tokens == cfg.steps * cfg.batch_size and data.x_train.nbytes < 1e6
+    import numpy as np
+
+    from synthetic.generators import spiked
+
+    ref = spiked(n=cfg.n, m=cfg.m, k=cfg.k, rho=0.7, n_samples=cfg.n_eval, seed=0)  # held-out = its own draw
+    assert np.array_equal(data.D, ref.dictionary) and np.array_equal(data.x_eval.numpy(), ref.activations)
+    rows = _rows(starvation.run(cfg) / "results.csv")
+    assert {r["arm"] for r in rows} == set(cfg.arms) and len(rows) >= 4
+    # trained on the stream, the densest SAE of each arm reconstructs the held-out draw of the same model
+    for arm in cfg.arms:
+        assert min(float(r["fvu"]) for r in rows if r["arm"] == arm) < 0.3
+    with pytest.raises(ValueError, match="float_jitter"):
+        _tiny(tmp_path / "x", stream_chunk=500, float_jitter=1e-6)
+
+
+def test_checkpointed_stack_resumes_mid_training_to_the_same_results(tmp_path, monkeypatch):
+    from geomsae import checkpoint as ckpt
+
+    cfg = _tiny(tmp_path / "whole", rhos=(0.7,), seeds=(0,), checkpoint_every=20)
+    stack = [starvation.Member("aen", (0.7,), 0, 0.01), starvation.Member("aen", (0.7,), 0, 0.03)]
+    whole = starvation.train_stack_job(cfg, stack)
+    folders = starvation.stack_folders(cfg, stack)
+    assert all((f / "sae.safetensors").is_file() for f in folders)  # the final SAEs are kept
+
+    cut = dataclasses.replace(cfg, out=str(tmp_path / "cut"))
+    real, calls = ckpt.write_checkpoint, []
+
+    def dies_after_step_20(path, step, *a, **kw):
+        out = real(path, step, *a, **kw)
+        calls.append(step)
+        if calls.count(20) == len(stack):  # every member's step-20 checkpoint is on disk
+            raise KeyboardInterrupt("killed")
+        return out
+
+    monkeypatch.setattr(ckpt, "write_checkpoint", dies_after_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        starvation.train_stack_job(cut, stack)
+    later: list[int] = []
+    monkeypatch.setattr(ckpt, "write_checkpoint", lambda path, step, *a, **kw: later.append(step) or real(path, step,
+                                                                                                          *a, **kw))
+    resumed = starvation.train_stack_job(cut, stack)
+    assert min(later) == 40  # it went on from step 20, not from the start
+    for a, b in zip(whole, resumed):
+        ra = {k: v for k, v in a.row.items() if k != "train_time_s"}
+        rb = {k: v for k, v in b.row.items() if k != "train_time_s"}
+        assert ra == rb and a.hist == b.hist
+    other = starvation.stack_folders(cfg, stack[:1])  # another stack: other folders
+    assert other[0] != folders[0] and other[0].parent.parent == folders[0].parent.parent
+    cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert starvation.same_config({**cur, "checkpoint_every": 0}, cur)
+    assert not starvation.same_config({**cur, "stream_chunk": 500}, cur)
