@@ -316,3 +316,17 @@ def test_checkpointed_stack_resumes_mid_training_to_the_same_results(tmp_path, m
     cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
     assert starvation.same_config({**cur, "checkpoint_every": 0}, cur)
     assert not starvation.same_config({**cur, "stream_chunk": 500}, cur)
+
+
+def test_a_design_whose_data_does_not_fit_is_refused_before_drawing(tmp_path):
+    authors = PRESETS["authors"]
+    in_memory = dataclasses.replace(authors, stream_chunk=0)
+    # 50,000 × 256 + 65,536 rows × (16·256 + 12·16) bytes ≈ 51 GiB per worker: more than this machine has
+    assert starvation.data_peak_bytes(in_memory) == (50_000 * 256 + 65_536) * (16 * 256 + 12 * 16)
+    with pytest.raises(MemoryError, match="--stream-chunk"):
+        starvation.check_memory(in_memory, available=24 * 2**30)
+    starvation.check_memory(authors, available=2**30)  # streamed: nothing to hold
+    starvation.check_memory(PRESETS["standard"], available=24 * 2**30)  # the committed design fits
+    with pytest.raises(MemoryError, match="2 worker"):
+        starvation.check_memory(PRESETS["standard"], available=2**30)
+    assert starvation.available_memory() is None or starvation.available_memory() > 0
