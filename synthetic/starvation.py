@@ -1,4 +1,4 @@
-"""Feature-starvation benchmark on the spiked model (issue 4; docs/method.md §4, §7); config and presets: :mod:`synthetic.config`.
+"""Feature-starvation benchmark on the spiked model (issue 4; docs/method.md §4, §7); presets: synthetic/config.py.
 
     python -m synthetic.starvation --preset quick                 # every arm, 5 ρ, 3 seeds, 2 CPU cores
     python -m synthetic.starvation --preset paper --workers 16    # docs/method.md §4 sizes (see synthetic/config.py for the time)
