@@ -47,7 +47,8 @@ from geomsae.shards import (  # noqa: F401 (MANIFEST, sha256_file: re-exported)
 )
 
 
-def _check_batch_args(batch_size: int, epochs: int | None, start_batch: int) -> None:
+def check_batch_args(batch_size: int, epochs: int | None, start_batch: int) -> None:
+    """Raise ValueError unless the arguments of :meth:`ActivationSource.batches` are in range (for every source)."""
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size == {batch_size!r}, must be an integer >= 1")
     if epochs is not None and not (isinstance(epochs, int) and epochs >= 1):
@@ -170,7 +171,7 @@ class ChunkedSource(ActivationSource):
     def batches(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,
                 epochs: int | None = 1, start_batch: int = 0,
                 drop_last: bool = False) -> Iterator[Tensor]:
-        _check_batch_args(batch_size, epochs, start_batch)
+        check_batch_args(batch_size, epochs, start_batch)
         if not (isinstance(seed, int) and seed >= 0):
             raise ValueError(f"seed == {seed!r}, must be an integer >= 0")
         return self._stream(batch_size, seed, shuffle, epochs, start_batch, drop_last)
@@ -270,7 +271,7 @@ class IteratorSource(ActivationSource):
     def batches(self, batch_size: int, *, seed: int = 0, shuffle: bool = True,
                 epochs: int | None = 1, start_batch: int = 0,
                 drop_last: bool = False) -> Iterator[Tensor]:
-        _check_batch_args(batch_size, epochs, start_batch)
+        check_batch_args(batch_size, epochs, start_batch)
         if epochs != 1 and self._factory is None:
             raise ValueError(f"epochs == {epochs!r} needs a callable returning a fresh iterator")
         return self._stream(batch_size, epochs, start_batch, drop_last)

@@ -91,9 +91,9 @@ class SpikedStream(ActivationSource):
                 start_batch: int = 0, drop_last: bool = False) -> Iterator[torch.Tensor]:
         """Consecutive (batch_size, n) batches from row ``start_batch · batch_size`` on; an epoch repeats the
         same samples, and a batch never spans two epochs (the last one of an epoch may be shorter)."""
-        from geomsae.data import _check_batch_args
+        from geomsae.data import check_batch_args
 
-        _check_batch_args(batch_size, epochs, start_batch)
+        check_batch_args(batch_size, epochs, start_batch)
         per_epoch = -(-self.n_tokens // batch_size) if not drop_last else self.n_tokens // batch_size
         if per_epoch == 0:
             return
