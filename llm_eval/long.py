@@ -39,6 +39,9 @@ from llm_eval.config import LLMStarvationConfig
 
 from llm_eval.curve_report import CURVES  # the evaluation rows, one per run and point
 
+TIMING_EVERY = 25
+"""Training steps between writes of timing.json (a stack's steps and seconds, the total wall time)."""
+
 
 def pick_value(points: list[tuple[float, float]], target: float) -> float:
     """λ at held-out L0 = ``target`` from a sweep's (λ, L0) points: log λ interpolated linearly in
@@ -88,6 +91,8 @@ class LongRunner:
         self.steps = eval_steps(cfg.curve_steps, cfg.curve_points)
         self.curves: dict[tuple, dict[str, Any]] = {}
         self.steps_trained = 0
+        self._t_start: float | None = None  # set by run(): the wall clock of this (re)start
+        self._wall0 = 0.0  # wall seconds of the earlier (re)starts, from timing.json
         self.timing: dict[str, Any] = {}
         if (self.res / "timing.json").exists():
             self.timing = json.loads((self.res / "timing.json").read_text())
@@ -123,6 +128,8 @@ class LongRunner:
         return all((m.arm, m.seed, j) in self.curves for j in range(len(self.steps)))
 
     def _save_timing(self) -> None:
+        if self._t_start is not None:  # the wall time of every (re)start so far, this one up to now
+            self.timing["wall_s_total"] = round(self._wall0 + time.perf_counter() - self._t_start, 1)
         self.res.mkdir(parents=True, exist_ok=True)
         (self.res / "timing.json").write_text(json.dumps(self.timing, indent=2) + "\n")
 
@@ -165,9 +172,22 @@ class LongRunner:
             self._write()
             eval_s[0] += time.perf_counter() - t0
 
+        name = "+".join(f"{m.arm}_s{m.seed}" for m in stack)
+        t = self.timing.setdefault("long_training", {}).setdefault(name, {"steps": 0, "train_s": 0.0,
+                                                                           "sae_tokens_per_s": 0.0})
+        steps0, train_s0 = t["steps"], t["train_s"]
+
+        def record() -> None:  # on disk as training goes, so a killed run (SIGKILL: no finally) loses little
+            t["steps"] = steps0 + trained[0]
+            t["train_s"] = round(train_s0 + time.perf_counter() - t0 - eval_s[0], 1)
+            t["sae_tokens_per_s"] = round(t["steps"] * cfg.batch_size * len(stack) / max(t["train_s"], 1e-9), 1)
+            self._save_timing()
+
         def callback(step: int, _recs: Any) -> None:
             self.steps_trained += 1
             trained[0] += 1
+            if trained[0] % TIMING_EVERY == 0:
+                record()
             if self.step_hook is not None:
                 self.step_hook(step)
 
@@ -178,18 +198,12 @@ class LongRunner:
             train_stack(specs, acts, tcfg, seeds=[m.seed for m in stack], outs=[self.sae_dir(m) for m in stack],
                         resume=True, callback=callback, eval_steps=self.steps, on_eval=on_eval)
         finally:
-            train_s = time.perf_counter() - t0 - eval_s[0]
-            name = "+".join(f"{m.arm}_s{m.seed}" for m in stack)
-            t = self.timing.setdefault("long_training", {}).setdefault(name, {"steps": 0, "train_s": 0.0})
-            t["steps"] += trained[0]
-            t["train_s"] = round(t["train_s"] + train_s, 1)
-            t["sae_tokens_per_s"] = round(t["steps"] * cfg.batch_size * len(stack) / max(t["train_s"], 1e-9), 1)
-            self._save_timing()
+            record()
 
     # ------------------------------------------------------------------ everything
     def run(self) -> Path:
         cfg = self.cfg
-        t_start = time.perf_counter()
+        self._wall0, self._t_start = float(self.timing.get("wall_s_total", 0.0)), time.perf_counter()
         self.res.mkdir(parents=True, exist_ok=True)
         (self.res / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
         try:
@@ -204,7 +218,6 @@ class LongRunner:
                 for stack in stacks(todo, cfg.stack_size):
                     self.train(stack, eval_acts, acts, fidelity)
         finally:
-            self.timing["wall_s_total"] = round(self.timing.get("wall_s_total", 0.0) + time.perf_counter() - t_start, 1)
             self._save_timing()
             if self.curves:
                 self._write()

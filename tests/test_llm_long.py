@@ -103,15 +103,21 @@ def test_killed_run_resumes_to_the_same_curve(full_run, tmp_path, monkeypatch):
         runners.append(self)
         return real(self)
 
+    on_disk = {}
+
     def stop(step):
-        if step == 17:
+        if step == 17:  # what a SIGKILL here would leave: the timing written every TIMING_EVERY steps
+            on_disk.update(json.loads((res / "timing.json").read_text()))
             raise KeyboardInterrupt
 
+    monkeypatch.setattr(long, "TIMING_EVERY", 5)
     monkeypatch.setattr(long.LongRunner, "run", keep)
     monkeypatch.setattr(long.LongRunner, "step_hook", staticmethod(stop))
     with pytest.raises(KeyboardInterrupt):
         starvation.main(argv)
     assert runners[0].steps_trained == 17
+    assert [t["steps"] for t in on_disk["long_training"].values()] == [15]
+    assert 0 < on_disk["long_training"]["topk_s0+topk_s1"]["train_s"] <= on_disk["wall_s_total"]
     summary = (res / "summary.md").read_text()
     assert summary.startswith("# PARTIAL: 6 of 20 evaluation points")  # topk seeds 0, 1 at 1, 3, 10
     monkeypatch.setattr(long.LongRunner, "step_hook", None)
