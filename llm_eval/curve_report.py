@@ -47,7 +47,9 @@ def _pct(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.2f}"
 
 
-def _rate(timing: dict[str, Any]) -> list[str]:
+def _rate(timing: dict[str, Any], curve_steps: int) -> list[str]:
+    """The cost lines of the summary; a stack timed over fewer than its ``curve_steps`` steps (runs killed before
+    llm_eval.long wrote their timing) is said to be, and the total wall time is then a lower bound."""
     lines = []
     for split in ("train", "heldout"):
         h = timing.get(f"harvest_{split}")
@@ -58,12 +60,18 @@ def _rate(timing: dict[str, Any]) -> list[str]:
     if lt:
         steps = sum(t["steps"] for t in lt.values())
         secs = sum(t["train_s"] for t in lt.values())
-        rates = ", ".join(f"{name} {t['sae_tokens_per_s']:,.0f}" for name, t in lt.items())
+        rates = ", ".join(f"{name} {t.get('sae_tokens_per_s', 0.0):,.0f}" for name, t in lt.items())
         lines.append(f"- Long-run training: {steps:,} stack steps in {secs / 3600:.2f} h of training "
                      f"(evaluation excluded); SAE-tokens/s per stack: {rates}.")
+    short = {name: t["steps"] for name, t in lt.items() if t["steps"] < curve_steps}
+    if short:
+        lines.append("- Timed over fewer steps than they ran (earlier sessions were killed before the timing was "
+                     "written): " + ", ".join(f"{name} {n:,} of {curve_steps:,} steps" for name, n in short.items())
+                     + "; their rate is that of the timed steps.")
     if "wall_s_total" in timing:
         lines.append(f"- Total wall time of the long-run stage over every (re)start: "
-                     f"{timing['wall_s_total'] / 3600:.2f} h (the sweep's own timing is in sweep/timing.json).")
+                     f"{'at least ' if short else ''}{timing['wall_s_total'] / 3600:.2f} h (the sweep's own timing is "
+                     "in sweep/timing.json).")
     return lines
 
 
@@ -117,7 +125,7 @@ def write_summary(cfg: LLMStarvationConfig, curves: dict[tuple, dict[str, Any]],
               "| arm | seed | last point (tokens) | dead growing | < 1e-4 growing |", "|---|---|---|---|---|",
               *growth, "", "Against the authors (docs/method.md §5): TopK without AuxK had 13.9 % dead latents on Pythia-70M "
               "after 204 M tokens, and 80–88 % on Llama-3.1-8B; compare the dead column of topk above at its last point.",
-              "", "## Cost (measured)", "", *_rate(timing), ""]
+              "", "## Cost (measured)", "", *_rate(timing, cfg.curve_steps), ""]
     path = cfg.results_dir / "summary.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

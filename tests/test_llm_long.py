@@ -179,3 +179,18 @@ def test_curve_config_checks():
                     eval_steps=[0], on_eval=lambda *a: None)
     assert PRESETS["smollm2-long"].curve_steps * PRESETS["smollm2-long"].batch_size >= 10_000_000
     assert PRESETS["smollm2-long"].train_tokens >= 4_000_000 and PRESETS["smollm2-long"].d_sae == 4608
+
+
+def test_cost_lines_say_when_a_stack_was_timed_over_fewer_steps_than_it_ran():
+    from llm_eval.curve_report import _rate
+
+    timing = {"harvest_train": {"tokens": 1000, "wall_s": 10.0, "tokens_per_s": 100.0},
+              "long_training": {"a_s0": {"steps": 510, "train_s": 700.0, "sae_tokens_per_s": 8000.0},
+                                "b_s0": {"steps": 2500, "train_s": 900.0, "sae_tokens_per_s": 11000.0}},
+              "wall_s_total": 7200.0}
+    text = "\n".join(_rate(timing, 2500))
+    assert "3,010 stack steps in 0.44 h" in text and "a_s0 510 of 2,500 steps" in text and "b_s0 2" not in text
+    assert "at least 2.00 h" in text
+    timing["long_training"]["a_s0"]["steps"] = 2500
+    text = "\n".join(_rate(timing, 2500))
+    assert "fewer steps" not in text and "at least" not in text and "2.00 h" in text
