@@ -86,9 +86,9 @@ def make_all(cfg: Any, out_dir: str | Path | None = None) -> list[Path]:
             firing_hist(out, rows, hists, arms, min(cfg.l0_targets))]
 
 
-CURVE_FIGURE = ("llm_long_starvation.png", "Real model at length: dead fraction and the fractions firing below "
-                "1e-4 and 1e-5 of the held-out tokens against training tokens seen (log x), one line per arm "
-                "(seed 0 solid, seed 1 dashed)")
+CURVE_FIGURE = ("llm_long_starvation.png", "Real model at length: dead fraction, the fractions firing below "
+                "1e-4 and 1e-5 of the held-out tokens, and held-out L0 (the penalty arms drift from the L0 their "
+                "λ was picked at) against training tokens seen (log x), one line per arm (seed 0 solid, seed 1 dashed)")
 
 
 def curves_figure(cfg: Any, out_dir: str | Path | None = None) -> Path:
@@ -98,13 +98,15 @@ def curves_figure(cfg: Any, out_dir: str | Path | None = None) -> Path:
     colors = arm_colors(arms)
     plt = pyplot()
     panels = [("dead_fraction", "dead (held-out)"), ("rare_fraction_1e4", "firing < 1e-4 of tokens"),
-              ("rare_fraction_1e5", "firing < 1e-5 of tokens")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+              ("rare_fraction_1e5", "firing < 1e-5 of tokens"), ("l0", "held-out L0 (log)")]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     for ax, (metric, label) in zip(axes, panels):
         seed_lines(ax, rows, arms, colors, "tokens_seen", metric)
         ax.set_xscale("log")
         ax.set_xlabel("training tokens seen")
         ax.set_ylabel(label)
+    axes[-1].set_yscale("log")
+    axes[-1].axhline(cfg.curve_l0, color="grey", lw=0.8, ls=":")  # the L0 the knobs were picked for
     axes[0].legend(fontsize=8)
     partial = "" if len(rows) >= _n_expected(cfg) else f" (PARTIAL: {len(rows)} points)"
     fig.suptitle(f"{cfg.preset}: starvation over training{partial}")
