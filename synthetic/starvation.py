@@ -205,12 +205,21 @@ stack continuing exactly), so :func:`same_config` ignores them."""
 def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     """Whether a saved config.json describes the run ``current`` (both as JSON dicts). A field the saved
     config lacks (it predates the field) counts as that field's default, which reproduces the older
-    behaviour; :data:`RESULT_NEUTRAL` fields are ignored; any other difference, or a saved field unknown
-    now, makes them different."""
+    behaviour; :data:`RESULT_NEUTRAL` fields are ignored, :data:`EXTENDABLE` ones may have grown; any other
+    difference, or a saved field unknown now, makes them different."""
     defaults = json.loads(json.dumps(dataclasses.asdict(StarvationConfig())))
     if set(saved) - set(current):
         return False
-    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items() if k not in RESULT_NEUTRAL)
+    if saved.get("sweep_points", defaults["sweep_points"]) > current["sweep_points"]:
+        return False
+    return all(saved.get(k, defaults.get(k)) == v for k, v in current.items()
+               if k not in RESULT_NEUTRAL and k not in EXTENDABLE)
+
+
+EXTENDABLE = ("sweep_points",)
+"""Config fields a resumed run may raise (never lower): a trained SAE does not depend on how many λ its cell
+may try, so a rerun with more ``sweep_points`` keeps every finished SAE and adds rounds where the targets are
+not yet bracketed."""
 
 
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:

@@ -330,3 +330,24 @@ def test_a_design_whose_data_does_not_fit_is_refused_before_drawing(tmp_path):
     with pytest.raises(MemoryError, match="2 worker"):
         starvation.check_memory(PRESETS["standard"], available=2**30)
     assert starvation.available_memory() is None or starvation.available_memory() > 0
+
+
+def test_a_resumed_run_may_raise_sweep_points_and_keeps_its_finished_saes(tiny_run, tmp_path):
+    import shutil
+
+    cfg, out = tiny_run
+    cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert starvation.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] + 2})
+    assert not starvation.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] - 1})
+    more = dataclasses.replace(cfg, out=str(tmp_path / "more"), sweep_points=cfg.sweep_points + 2)
+    shutil.copytree(out, tmp_path / "more")
+    before = {(r["arm"], r["rho"], r["seed"], r["value"]): r for r in _rows(out / "results.csv")}
+    starvation.run(more)
+    after = {(r["arm"], r["rho"], r["seed"], r["value"]): r for r in _rows(tmp_path / "more" / "results.csv")}
+    assert set(before) < set(after)  # every finished SAE kept, and more λ tried
+    assert all(after[k] == before[k] for k in before)  # kept as they were, not retrained
+    from collections import Counter
+
+    per_cell = Counter(k[:3] for k in after if k[0] != "topk")
+    assert len(per_cell) == len(cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
+    assert max(per_cell.values()) <= more.sweep_points and max(per_cell.values()) > cfg.sweep_points
