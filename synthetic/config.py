@@ -105,7 +105,8 @@ PRESETS: dict[str, StarvationConfig] = {
                                  arms=tuple(aen_grid_name(g, q, f) for g, q, f in AEN_GRID)),
     # The authors' spiked table (docs/method.md §5): n 256, m 1024, k 16, their arms (TopK without AuxK), their length and batch
     # (50,000 steps × 256 tokens = 12.8 M tokens per SAE, 33.5 TFLOP each: 6.6 min at 85 GFLOP/s). Two ρ rows on
-    # CPU (--rhos 0.3 0.9). --estimate-only measured 15.5 ms per SAE-step (one thread), so the design is cut to fit:
+    # CPU (--rhos 0.3 0.9). --estimate-only measured 14.9–15.5 ms per SAE-step (one thread; the run itself ≈ 10 ms
+    # uncontended), so the design is cut to fit:
     # their TopK at k 16 only (the k of their table) and 3 λ per penalty arm, 4 × 3 + 1 = 13 SAEs per ρ, 26 in
     # all ≈ 2.8 h on 2 workers (with 4 k and 4 λ: 40 SAEs, 4.3 h). Our summary reports matched L0 (targets 16, 24;
     # TopK only at 16); authors_table.md (synthetic/authors.py) puts our run closest to L0 16 beside theirs, cell

@@ -129,13 +129,10 @@ def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, s
 
 def cell_data(cfg: StarvationConfig, rho: float, seed: int) -> Data:
     """:func:`make_data` (or, with ``stream_chunk``, :func:`stream_data`) of one cell, cached per process."""
-    key = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed)
-    if cfg.stream_chunk:
-        key = (*key, "stream", cfg.stream_chunk)
-    else:
-        key = (*key, cfg.float_jitter)
+    base = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed)
+    key = (*base, "stream", cfg.stream_chunk) if cfg.stream_chunk else (*base, cfg.float_jitter)
     if key not in _CACHE:
-        _CACHE[key] = stream_data(*key[:7], cfg.stream_chunk) if cfg.stream_chunk else make_data(*key)
+        _CACHE[key] = stream_data(*base, cfg.stream_chunk) if cfg.stream_chunk else make_data(*base, cfg.float_jitter)
         size = lambda d: d.x_train.nbytes + d.x_eval.nbytes + d.z_eval.nbytes
         while len(_CACHE) > 1 and sum(size(d) for d in _CACHE.values()) > _CACHE_BYTES:
             _CACHE.popitem(last=False)
