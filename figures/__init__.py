@@ -207,6 +207,17 @@ def _llm_long(out_dir: Path, quick: bool) -> list[Path]:
     return [p for p in paths if Path(p).suffix == ".png"]
 
 
+AUTHORS_DIR = DATA_DIR / "authors"
+"""The committed evidence of the authors' spiked rows (:data:`EVIDENCE` of ``--preset authors``)."""
+
+
+def _authors(out_dir: Path, quick: bool) -> list[Path]:
+    """Redraw the authors' table beside ours (table and figure) from the committed results.csv."""
+    from synthetic import authors
+
+    return authors.write(AUTHORS_DIR, Path(out_dir))
+
+
 def _register_builtins(quick: bool = False) -> dict[str, str]:
     """Register the project's sources; returns {name: reason} for those skipped."""
     skipped: dict[str, str] = {}
@@ -244,6 +255,23 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
             "runs/length_32000; python -m synthetic.length runs/length_*",
             "figures/data/length_<steps>/ (config.json, results.csv, verdicts.csv, summary.md of each length)",
             LENGTH_FIGURES))
+    from synthetic import authors
+
+    if (AUTHORS_DIR / "results.csv").exists():
+        register(Source(
+            "authors", _authors,
+            "The authors' spiked table (n 256, m 1024, k 16, 12.8 M tokens per SAE): our rows beside theirs, cell by "
+            "cell (issue 12)",
+            "python -m synthetic.starvation --preset authors --rhos 0.3 0.9   (figures here are redrawn from its "
+            "committed results: python -m synthetic.authors figures/data/authors --out figures)",
+            "figures/data/authors/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, timing.json, "
+            "summary.md)",
+            {authors.FIGURE[0]: authors.FIGURE[1], authors.TABLE: "the table: ours ‖ theirs per (ρ, arm), and the run "
+             "picked in each cell with its knob and convergence"}))
+    else:
+        REGISTRY.pop("authors", None)
+        skipped["authors"] = ("figures/data/authors/results.csv is missing: run `python -m synthetic.starvation --preset "
+                              "authors --rhos 0.3 0.9` (hours on 2 CPU cores) and commit its evidence there")
     from llm_eval import plots as llm_plots
 
     register(Source(

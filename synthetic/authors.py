@@ -2,7 +2,7 @@
 
     python -m synthetic.starvation --preset authors --rhos 0.3 0.9     # CPU: hours
     python -m synthetic.starvation --preset authors-gpu                # all 5 ρ on one GPU
-    python -m synthetic.authors runs/starvation_authors                # -> runs/starvation_authors/authors_table.md
+    python -m synthetic.authors runs/starvation_authors                # -> authors_table.md, authors_dead.png there
 
 The authors report, per ρ and arm, the run whose L0 is closest to 16 (dead % / explained variance
 / L0, read on their last training batch). We pick the same way — among our seed-0 runs of that
@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from geomsae.config_cli import OneLineErrors
+from geomsae.study.plotstyle import arm_colors, pyplot, save
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
+from geomsae.train_utils import unconverged
 
 ARMS = ("aen", "adaptive_lasso", "en", "relu_l1", "topk")
 """The authors' arms, in their column order (topk: k 16, no AuxK)."""
@@ -42,6 +44,12 @@ TARGET_L0 = 16.0
 """The authors pick, per arm and ρ, the run whose L0 is closest to this."""
 FAR = 10.0
 """Dead-fraction difference (percentage points) above which a cell is flagged as not matching theirs."""
+TABLE = "authors_table.md"
+"""The table's file name (in the run folder, and in figures/)."""
+FIGURE = ("authors_dead.png", "The authors' spiked table, ours beside theirs: dead % and explained variance per arm "
+          "at the run with L0 closest to 16, one column per ρ run (hatched: theirs; numbers: L0; ✗: collapsed, "
+          "†: loss still falling)")
+"""The figure's file name and what it shows (figures/README.md)."""
 
 
 def closest(rows: list[dict[str, Any]], arm: str, rho: float, seed: int = 0) -> dict[str, Any] | None:
@@ -60,8 +68,10 @@ def cells(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if r is None:
                 continue
             ours = (100 * float(r["dead_fraction"]), 1 - float(r["fvu"]), float(r["l0"]))
+            rel = float(r.get("loss_rel_change", "nan") or "nan")
             out.append({"rho": rho, "arm": arm, "ours": ours, "theirs": theirs[arm],
-                        "dead_diff": ours[0] - theirs[arm][0], "collapsed": int(float(r.get("collapsed", 0) or 0))})
+                        "dead_diff": ours[0] - theirs[arm][0], "collapsed": int(float(r.get("collapsed", 0) or 0)),
+                        "value": r.get("value"), "loss_rel_change": rel, "unconverged": unconverged(rel)})
     return out
 
 
@@ -79,30 +89,82 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         for arm in ARMS:
             c = next((c for c in cs if c["rho"] == rho and c["arm"] == arm), None)
             line.append("–" if c is None else f"{fmt(c['ours'])}{' (collapsed)' if c['collapsed'] else ''}"
-                        f" ‖ {fmt(c['theirs'])}")
+                        f"{' †' if c['unconverged'] else ''} ‖ {fmt(c['theirs'])}")
         body.append(line)
     far = [c for c in cs if abs(c["dead_diff"]) > FAR]
     lines = ["Each cell: **ours ‖ theirs**, dead % / explained variance / L0 at the run with L0 closest to 16 "
-             "(ours: seed 0, held-out data, folded firing rule; theirs: the authors' logs, last training batch).", ""]
+             "(ours: seed 0, held-out data, folded firing rule; theirs: the authors' logs, last training batch). "
+             "†: our run's loss still fell by more than 1 % over its last tenth (not converged).", ""]
     lines += md_table(["ρ", *ARMS], body)
     lines += ["", f"Cells whose dead fraction differs from theirs by more than {FAR:g} points: {len(far)} of {len(cs)}"
               + (": " + ", ".join(f"{c['arm']} at ρ {c['rho']:g} ({c['dead_diff']:+.1f})" for c in far) if far else ".")]
+    lines += ["", "The run picked in each cell (ours): its knob (λ, or k for topk), held-out L0 and the relative "
+              "change of its training loss over the last tenth of its steps.", ""]
+    lines += md_table(["ρ", "arm", "knob", "L0", "loss change, last tenth"],
+                      [[f"{c['rho']:g}", c["arm"], f"{float(c['value']):g}" if c["value"] not in (None, "") else "?",
+                        f"{c['ours'][2]:.2f}", f"{100 * c['loss_rel_change']:+.2f} %"] for c in cs])
     return lines
+
+
+def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
+    """Bar chart of :func:`cells`: per ρ of this run a column, dead % (top) and explained variance (bottom) per arm,
+    ours solid and theirs hatched, each bar labelled with its L0. Raises ValueError when no cell is present."""
+    cs = cells(rows)
+    if not cs:
+        raise ValueError("no (arm, ρ) of the authors' table in these rows: nothing to plot")
+    plt = pyplot()
+    rhos = sorted({c["rho"] for c in cs})
+    colors = arm_colors(list(ARMS))
+    fig, axes = plt.subplots(2, len(rhos), figsize=(4.6 * len(rhos), 6.4), squeeze=False, sharey="row")
+    for j, rho in enumerate(rhos):
+        for i, (metric, label) in enumerate([(0, "dead latents (%)"), (1, "explained variance")]):
+            ax = axes[i][j]
+            for x, arm in enumerate(ARMS):
+                c = next((c for c in cs if c["rho"] == rho and c["arm"] == arm), None)
+                if c is None:
+                    continue
+                for dx, key, hatch in ((-0.2, "ours", None), (0.2, "theirs", "//")):
+                    v = c[key][metric]
+                    ax.bar(x + dx, v, width=0.38, color=colors[arm], alpha=1.0 if key == "ours" else 0.45,
+                           hatch=hatch, edgecolor="black", linewidth=0.5)
+                    mark = ("✗" if c["collapsed"] else "") + ("†" if c["unconverged"] else "") if key == "ours" else ""
+                    ax.annotate(f"{c[key][2]:.3g}{mark}", (x + dx, v), ha="center", va="bottom", fontsize=6)
+            ax.set_xticks(range(len(ARMS)), [a.replace("adaptive_lasso", "ada.lasso") for a in ARMS], fontsize=7)
+            if j == 0:
+                ax.set_ylabel(label)
+            if i == 0:
+                ax.set_title(f"ρ = {rho:g}   (solid: ours, hatched: theirs)", fontsize=9)
+        axes[0][j].set_ylim(0, 105)
+        axes[1][j].set_ylim(0, 1.05)
+    return save(fig, Path(path))
+
+
+def write(run: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write :data:`TABLE` and :data:`FIGURE` of ``run`` (a folder with results.csv) into ``out_dir`` (default:
+    ``run``); returns their paths (the figure only when some cell is present)."""
+    out_dir = Path(out_dir or run)
+    rows = read_csv(Path(run) / "results.csv")
+    lines = ["# The authors' spiked table: ours beside theirs", ""] + table(rows)
+    out = [out_dir / TABLE]
+    out[0].write_text("\n".join(lines) + "\n")
+    if cells(rows):
+        out.append(plot(rows, out_dir / FIGURE[0]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineErrors(prog="python -m synthetic.authors", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="a run folder of the authors or authors-gpu preset (with results.csv)")
-    p.add_argument("--out", type=Path, default=None, help="default: RUN/authors_table.md")
+    p.add_argument("--out", type=Path, default=None, help="folder for the table and figure (default: RUN)")
     args = p.parse_args(argv)
     if not (args.run / "results.csv").is_file():
         print(f"synthetic.authors: {args.run / 'results.csv'} does not exist: run the authors preset first",
               file=sys.stderr)
         return 2
-    lines = ["# The authors' spiked table: ours beside theirs", ""] + table(read_csv(args.run / "results.csv"))
-    out = args.out or args.run / "authors_table.md"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"synthetic.authors: wrote {out}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    for path in write(args.run, args.out):
+        print(f"synthetic.authors: wrote {path}")
     return 0
 
 
