@@ -36,6 +36,10 @@ class StarvationConfig(StudySettings):
     """Rows per chunk when the training samples are generated while training (synthetic/stream.py), for lengths
     whose data does not fit in memory (the authors' 12.8 M × 256 floats is 13 GB per cell); the held-out data
     and the truth then come from their own draw. 0: every training sample drawn at once, in memory."""
+    stream_on_device: bool = False
+    """With ``stream_chunk``: draw the training samples with torch on ``device`` (synthetic/stream.py
+    ``torch_chunk``: the same model, other numbers) instead of numpy on the host, which needs ≈ 76 s per
+    cell at the authors' length on this machine's CPU, longer than a GPU needs to train on them."""
     checkpoint_every: int = 0
     """Steps between checkpoints of every SAE of a stack (in out/stacks/), so a stopped run resumes inside a
     stack; the final SAEs are kept there too. 0: no checkpoints (a stopped stack starts again)."""
@@ -56,6 +60,9 @@ class StarvationConfig(StudySettings):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
                 raise ValueError(f"{name} == {v!r}, must be an integer >= 0 (0: off)")
+        if self.stream_on_device and not self.stream_chunk:
+            raise ValueError("stream_on_device == True needs stream_chunk > 0 (only streamed samples are drawn on the "
+                             "device)")
         if self.stream_chunk and self.float_jitter:
             raise ValueError(f"float_jitter == {self.float_jitter!r} with stream_chunk == {self.stream_chunk}: the "
                              "jitter applies to in-memory data only; set one of them to 0")

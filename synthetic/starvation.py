@@ -114,15 +114,17 @@ _CACHE: OrderedDict[tuple, Data] = OrderedDict()
 _CACHE_BYTES = 1 << 30  # keep the newest cells' data up to 1 GiB per process (a stack needs its cells')
 
 
-def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int, chunk: int) -> Data:
+def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, seed: int, chunk: int,
+                device: str | None = None) -> Data:
     """The data of one (ρ, seed) with the training samples streamed (:class:`synthetic.stream.SpikedStream`,
-    chunks of ``chunk`` rows): the held-out samples, the truth and D are ``spiked(n_samples=n_eval, seed)``,
-    the training samples fresh draws on that D. Other numbers than :func:`make_data`'s, from the same model."""
+    chunks of ``chunk`` rows, drawn by torch on ``device`` when given): the held-out samples, the truth and D are
+    ``spiked(n_samples=n_eval, seed)``, the training samples fresh draws on that D. Other numbers than
+    :func:`make_data`'s, from the same model."""
     from synthetic.generators import spiked
     from synthetic.stream import SpikedStream
 
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_eval, seed=seed)
-    return Data(SpikedStream(d.dictionary, k, n_train, seed, chunk),
+    return Data(SpikedStream(d.dictionary, k, n_train, seed, chunk, device=device),
                 torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32)),
                 d.codes.toarray().astype(np.float32), d.dictionary)
 
@@ -130,9 +132,11 @@ def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, s
 def cell_data(cfg: StarvationConfig, rho: float, seed: int) -> Data:
     """:func:`make_data` (or, with ``stream_chunk``, :func:`stream_data`) of one cell, cached per process."""
     base = (cfg.n, cfg.m, cfg.k, float(rho), cfg.steps * cfg.batch_size, cfg.n_eval, seed)
-    key = (*base, "stream", cfg.stream_chunk) if cfg.stream_chunk else (*base, cfg.float_jitter)
+    device = cfg.device if cfg.stream_on_device else None
+    key = (*base, "stream", cfg.stream_chunk, device) if cfg.stream_chunk else (*base, cfg.float_jitter)
     if key not in _CACHE:
-        _CACHE[key] = stream_data(*base, cfg.stream_chunk) if cfg.stream_chunk else make_data(*base, cfg.float_jitter)
+        _CACHE[key] = (stream_data(*base, cfg.stream_chunk, device) if cfg.stream_chunk
+                       else make_data(*base, cfg.float_jitter))
         size = lambda d: d.x_train.nbytes + d.x_eval.nbytes + d.z_eval.nbytes
         while len(_CACHE) > 1 and sum(size(d) for d in _CACHE.values()) > _CACHE_BYTES:
             _CACHE.popitem(last=False)
@@ -339,10 +343,16 @@ def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[s
         from synthetic.generators import spiked_dictionary
         from synthetic.stream import SpikedStream
 
+        device = cfg.device if cfg.stream_on_device else None
         src = SpikedStream(spiked_dictionary(np.random.default_rng(0), cfg.n, cfg.m, 0.5, False), cfg.k,
-                           n_train, 0, cfg.stream_chunk)
+                           n_train, 0, cfg.stream_chunk, device=device)
+        sync = torch.cuda.synchronize if device is not None and torch.device(device).type == "cuda" else (lambda: None)
+        src.chunk_rows(0)  # warm-up (a device's first kernels), then timed from an empty cache
+        sync()
+        src._cache.clear()
         t0 = time.perf_counter()
         src.chunk_rows(0)
+        sync()
         out["stream_s_per_cell"] = (time.perf_counter() - t0) * -(-n_train // cfg.stream_chunk)
     return out
 

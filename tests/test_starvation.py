@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from geomsae.study import matched, verdicts
 from synthetic import report, starvation
@@ -278,6 +279,21 @@ def test_streamed_data_runs_end_to_end_on_the_held_out_truth(tmp_path):
         assert min(float(r["fvu"]) for r in rows if r["arm"] == arm) < 0.3
     with pytest.raises(ValueError, match="float_jitter"):
         _tiny(tmp_path / "x", stream_chunk=500, float_jitter=1e-6)
+
+
+def test_samples_drawn_on_the_device_train_as_well_and_differ_from_numpy(tmp_path):
+    cfg = _tiny(tmp_path / "d", stream_chunk=500, rhos=(0.7,), arms=("aen",), stream_on_device=True)
+    host = starvation.cell_data(dataclasses.replace(cfg, stream_on_device=False), 0.7, 0)
+    dev = starvation.cell_data(cfg, 0.7, 0)
+    assert dev.x_train.device == torch.device("cpu") and host.x_train.device is None
+    assert torch.equal(dev.x_eval, host.x_eval)  # the same held-out draw and truth; other training numbers
+    assert not torch.equal(dev.x_train.rows(0, 100), torch.from_numpy(host.x_train.rows(0, 100)))
+    rows = _rows(starvation.run(cfg) / "results.csv")
+    assert min(float(r["fvu"]) for r in rows) < 0.3
+    cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    assert not starvation.same_config({**cur, "stream_on_device": False}, cur)  # another design: no resume across
+    with pytest.raises(ValueError, match="stream_on_device == True needs stream_chunk"):
+        _tiny(tmp_path / "x", stream_on_device=True)
 
 
 def test_checkpointed_stack_resumes_mid_training_to_the_same_results(tmp_path, monkeypatch):
