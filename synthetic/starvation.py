@@ -386,6 +386,14 @@ def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argpa
 
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(argv)
+    from geomsae.train_utils import resolve_device
+
+    try:  # before anything is drawn or trained
+        resolve_device(cfg.device)
+    except ValueError as e:
+        print(f"synthetic.starvation: {e}: the {cfg.preset} preset trains there (--device cpu runs it on this "
+              "machine's CPU, far slower)", file=sys.stderr)
+        return 2
     if ns.estimate_only:
         print(json.dumps({k: round(v, 4) for k, v in estimate(cfg).items()}, indent=2))
         return 0

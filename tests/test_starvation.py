@@ -367,3 +367,10 @@ def test_a_resumed_run_may_raise_sweep_points_and_keeps_its_finished_saes(tiny_r
     per_cell = Counter(k[:3] for k in after if k[0] != "topk")
     assert len(per_cell) == len(cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
     assert max(per_cell.values()) <= more.sweep_points and max(per_cell.values()) > cfg.sweep_points
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where there is no GPU")
+def test_a_gpu_preset_is_refused_in_one_line_without_a_gpu(capsys):
+    assert starvation.main(["--preset", "authors-gpu", "--estimate-only"]) == 2
+    err = capsys.readouterr().err
+    assert "device == 'cuda' but CUDA is not available" in err and "--device cpu" in err and "Traceback" not in err
