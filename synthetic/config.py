@@ -36,6 +36,10 @@ class StarvationConfig(StudySettings):
     """Rows per chunk when the training samples are generated while training (synthetic/stream.py), for lengths
     whose data does not fit in memory (the authors' 12.8 M × 256 floats is 13 GB per cell); the held-out data
     and the truth then come from their own draw. 0: every training sample drawn at once, in memory."""
+    b_dec_init: str = "mean"
+    """The decoder bias at the start of training: "mean" (the mean of the training stream's first tokens, every
+    preset) or "zeros". With zeros the shared spike stays in every encoder input, and TopK starves as the
+    authors' does (docs/method.md §7.6)."""
     stream_on_device: bool = False
     """With ``stream_chunk``: draw the training samples with torch on ``device`` (synthetic/stream.py
     ``torch_chunk``: the same model, other numbers) instead of numpy on the host, which needs ≈ 76 s per
@@ -60,6 +64,8 @@ class StarvationConfig(StudySettings):
             v = getattr(self, name)
             if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
                 raise ValueError(f"{name} == {v!r}, must be an integer >= 0 (0: off)")
+        if self.b_dec_init not in ("mean", "zeros"):
+            raise ValueError(f"b_dec_init == {self.b_dec_init!r}, must be 'mean' or 'zeros'")
         if self.stream_on_device and not self.stream_chunk:
             raise ValueError("stream_on_device == True needs stream_chunk > 0 (only streamed samples are drawn on the "
                              "device)")

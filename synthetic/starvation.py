@@ -146,6 +146,7 @@ def cell_data(cfg: StarvationConfig, rho: float, seed: int) -> Data:
 def synthetic_train_config(cfg: StarvationConfig) -> Any:
     """The TrainConfig of every SAE of the benchmark (seeds come per member)."""
     return train_config(cfg, input_scale_tokens=min(65_536, cfg.steps * cfg.batch_size), log_every=cfg.steps,
+                        b_dec_init=cfg.b_dec_init,
                         checkpoint_every=0, out=None, progress=False)
 
 

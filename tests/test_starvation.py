@@ -374,3 +374,18 @@ def test_a_gpu_preset_is_refused_in_one_line_without_a_gpu(capsys):
     assert starvation.main(["--preset", "authors-gpu", "--estimate-only"]) == 2
     err = capsys.readouterr().err
     assert "device == 'cuda' but CUDA is not available" in err and "--device cpu" in err and "Traceback" not in err
+
+
+def test_b_dec_init_reaches_the_trainer_and_changes_the_run(tmp_path):
+    mean = _tiny(tmp_path / "m", rhos=(0.7,), seeds=(0,), arms=("topk",))
+    zeros = dataclasses.replace(mean, b_dec_init="zeros", out=str(tmp_path / "z"))
+    assert starvation.synthetic_train_config(zeros).b_dec_init == "zeros"
+    assert starvation.synthetic_train_config(mean).b_dec_init == "mean"
+    stack = [starvation.Member("topk", (0.7,), 0, 2)]
+    a, b = starvation.train_stack_job(mean, stack)[0], starvation.train_stack_job(zeros, stack)[0]
+    assert a.row["fvu"] != b.row["fvu"]
+    cur = json.loads(json.dumps(dataclasses.asdict(zeros)))
+    old = {k: v for k, v in cur.items() if k != "b_dec_init"}  # a config written before the field: the mean
+    assert not starvation.same_config(old, cur) and starvation.same_config(old, {**cur, "b_dec_init": "mean"})
+    with pytest.raises(ValueError, match="b_dec_init == 'median', must be 'mean' or 'zeros'"):
+        dataclasses.replace(mean, b_dec_init="median")
