@@ -209,13 +209,19 @@ def _llm_long(out_dir: Path, quick: bool) -> list[Path]:
 
 AUTHORS_DIR = DATA_DIR / "authors"
 """The committed evidence of the authors' spiked rows (:data:`EVIDENCE` of ``--preset authors``)."""
+AUTHORS_VARIANTS = (("b_dec 0, 5k steps", "authors_topk_bdec_zeros_5000"),
+                    ("b_dec mean, 5k steps", "authors_topk_bdec_mean_5000"))
+"""(label, folder in :data:`DATA_DIR`) of the TopK probe runs shown beside the authors' rows, where committed
+(``--arms topk --steps 5000 --b-dec-init zeros|mean``: the decoder-bias init decides whether TopK starves)."""
 
 
 def _authors(out_dir: Path, quick: bool) -> list[Path]:
     """Redraw the authors' table beside ours (table and figure) from the committed results.csv."""
     from synthetic import authors
 
-    return authors.write(AUTHORS_DIR, Path(out_dir))
+    variants = [(label, DATA_DIR / name) for label, name in AUTHORS_VARIANTS
+                if (DATA_DIR / name / "results.csv").exists()]
+    return authors.write(AUTHORS_DIR, Path(out_dir), variants)
 
 
 def _register_builtins(quick: bool = False) -> dict[str, str]:
@@ -262,10 +268,12 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
             "authors", _authors,
             "The authors' spiked table (n 256, m 1024, k 16, 12.8 M tokens per SAE): our rows beside theirs, cell by "
             "cell (issue 12)",
-            "python -m synthetic.starvation --preset authors --rhos 0.3 0.9   (figures here are redrawn from its "
-            "committed results: python -m synthetic.authors figures/data/authors --out figures)",
-            "figures/data/authors/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, timing.json, "
-            "summary.md)",
+            "python -m synthetic.starvation --preset authors --rhos 0.3 0.9; the TopK probes: python -m "
+            "synthetic.starvation --preset authors --rhos 0.3 0.9 --arms topk --steps 5000 --resample-every 1667 "
+            "--b-dec-init zeros|mean --out runs/authors_topk_bdec_<init>_5000   (figures here are redrawn from their "
+            "committed results)",
+            "figures/data/authors/ and figures/data/authors_topk_bdec_<init>_5000/ (config.json, results.csv, "
+            "matched.csv, verdicts.csv, firing_hist.csv, timing.json, summary.md)",
             {authors.FIGURE[0]: authors.FIGURE[1], authors.TABLE: "the table: ours ‖ theirs per (ρ, arm), and the run "
              "picked in each cell with its knob and convergence"}))
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from geomsae.config_cli import OneLineErrors
@@ -75,8 +76,13 @@ def cells(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown: per ρ a row, per arm a cell 'ours | theirs'; then the flagged cells."""
+Variants = Sequence[tuple[str, list[dict[str, Any]]]]
+"""(label, results.csv rows) of runs of another design (e.g. another decoder-bias init), shown beside the main run."""
+
+
+def table(rows: list[dict[str, Any]], variants: Variants = ()) -> list[str]:
+    """Markdown: per ρ a row, per arm a cell 'ours | theirs'; then the flagged cells (main run only). Each variant
+    adds, under each ρ, a row of its own cells (ours of that variant ‖ theirs)."""
     cs = cells(rows)
     if not cs:
         return ["No (arm, ρ) of the authors' table was found in this run (arms "
@@ -84,86 +90,121 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     fmt = lambda t: f"{t[0]:.1f} / {t[1]:.2f} / {t[2]:.1f}"
     rhos = sorted({c["rho"] for c in cs})
     body = []
+    runs = [("", cs)] + [(label, cells(vrows)) for label, vrows in variants]
     for rho in rhos:
-        line = [f"{rho:g}"]
-        for arm in ARMS:
-            c = next((c for c in cs if c["rho"] == rho and c["arm"] == arm), None)
-            line.append("–" if c is None else f"{fmt(c['ours'])}{' (collapsed)' if c['collapsed'] else ''}"
-                        f"{' †' if c['unconverged'] else ''} ‖ {fmt(c['theirs'])}")
-        body.append(line)
+        for label, vcs in runs:
+            line = [f"{rho:g}" + (f" ({label})" if label else "")]
+            for arm in ARMS:
+                c = next((c for c in vcs if c["rho"] == rho and c["arm"] == arm), None)
+                line.append("–" if c is None else f"{fmt(c['ours'])}{' (collapsed)' if c['collapsed'] else ''}"
+                            f"{' †' if c['unconverged'] else ''} ‖ {fmt(c['theirs'])}")
+            if label == "" or any(x != "–" for x in line[1:]):
+                body.append(line)
     far = [c for c in cs if abs(c["dead_diff"]) > FAR]
     lines = ["Each cell: **ours ‖ theirs**, dead % / explained variance / L0 at the run with L0 closest to 16 "
              "(ours: seed 0, held-out data, folded firing rule; theirs: the authors' logs, last training batch). "
              "†: our run's loss still fell by more than 1 % over its last tenth (not converged).", ""]
     lines += md_table(["ρ", *ARMS], body)
-    lines += ["", f"Cells whose dead fraction differs from theirs by more than {FAR:g} points: {len(far)} of {len(cs)}"
+    lines += ["", f"Cells of the main run whose dead fraction differs from theirs by more than {FAR:g} points: "
+              f"{len(far)} of {len(cs)}"
               + (": " + ", ".join(f"{c['arm']} at ρ {c['rho']:g} ({c['dead_diff']:+.1f})" for c in far) if far else ".")]
     lines += ["", "The run picked in each cell (ours): its knob (λ, or k for topk), held-out L0 and the relative "
               "change of its training loss over the last tenth of its steps.", ""]
     lines += md_table(["ρ", "arm", "knob", "L0", "loss change, last tenth"],
-                      [[f"{c['rho']:g}", c["arm"], f"{float(c['value']):g}" if c["value"] not in (None, "") else "?",
-                        f"{c['ours'][2]:.2f}", f"{100 * c['loss_rel_change']:+.2f} %"] for c in cs])
+                      [[f"{c['rho']:g}" + (f" ({label})" if label else ""), c["arm"],
+                        f"{float(c['value']):g}" if c["value"] not in (None, "") else "?",
+                        f"{c['ours'][2]:.2f}", f"{100 * c['loss_rel_change']:+.2f} %"] for label, vcs in runs for c in vcs])
     return lines
 
 
-def plot(rows: list[dict[str, Any]], path: str | Path) -> Path:
+def plot(rows: list[dict[str, Any]], path: str | Path, variants: Variants = ()) -> Path:
     """Bar chart of :func:`cells`: per ρ of this run a column, dead % (top) and explained variance (bottom) per arm,
-    ours solid and theirs hatched, each bar labelled with its L0. Raises ValueError when no cell is present."""
+    ours solid, each variant beside it in a hatch of its own, theirs hatched //, each bar labelled with its L0. Raises
+    ValueError when the main run has no cell."""
     cs = cells(rows)
     if not cs:
         raise ValueError("no (arm, ρ) of the authors' table in these rows: nothing to plot")
     plt = pyplot()
     rhos = sorted({c["rho"] for c in cs})
     colors = arm_colors(list(ARMS))
+    hatches = ("xx", "..", "oo", "++", "**")
+    runs = [("ours", cs, None, 1.0)] + [(label, cells(v), hatches[i % len(hatches)], 0.7)
+                                        for i, (label, v) in enumerate(variants)]
     fig, axes = plt.subplots(2, len(rhos), figsize=(4.6 * len(rhos), 6.4), squeeze=False, sharey="row")
     for j, rho in enumerate(rhos):
-        for i, (metric, label) in enumerate([(0, "dead latents (%)"), (1, "explained variance")]):
+        for i, label in enumerate(("dead latents (%)", "explained variance")):
             ax = axes[i][j]
             for x, arm in enumerate(ARMS):
-                c = next((c for c in cs if c["rho"] == rho and c["arm"] == arm), None)
-                if c is None:
+                bars = []
+                for name, rcs, hatch, alpha in runs:
+                    c = next((c for c in rcs if c["rho"] == rho and c["arm"] == arm), None)
+                    if c is not None:
+                        mark = ("✗" if c["collapsed"] else "") + ("†" if c["unconverged"] else "")
+                        bars.append((c["ours"], hatch, alpha, mark))
+                        theirs = c["theirs"]
+                if not bars:
                     continue
-                for dx, key, hatch in ((-0.2, "ours", None), (0.2, "theirs", "//")):
-                    v = c[key][metric]
-                    ax.bar(x + dx, v, width=0.38, color=colors[arm], alpha=1.0 if key == "ours" else 0.45,
-                           hatch=hatch, edgecolor="black", linewidth=0.5)
-                    mark = ("✗" if c["collapsed"] else "") + ("†" if c["unconverged"] else "") if key == "ours" else ""
-                    ax.annotate(f"{c[key][2]:.3g}{mark}", (x + dx, v), ha="center", va="bottom", fontsize=6)
+                bars.append((theirs, "//", 0.45, ""))
+                w = 0.8 / len(bars)
+                for b, (vals, hatch, alpha, mark) in enumerate(bars):
+                    xb = x - 0.4 + w * (b + 0.5)
+                    ax.bar(xb, vals[i], width=w * 0.95, color=colors[arm], alpha=alpha, hatch=hatch,
+                           edgecolor="black", linewidth=0.5)
+                    ax.annotate(f"{vals[2]:.3g}{mark}", (xb, vals[i]), ha="center", va="bottom", fontsize=6)
             ax.set_xticks(range(len(ARMS)), [a.replace("adaptive_lasso", "ada.lasso") for a in ARMS], fontsize=7)
             if j == 0:
                 ax.set_ylabel(label)
             if i == 0:
-                ax.set_title(f"ρ = {rho:g}   (solid: ours, hatched: theirs)", fontsize=9)
+                ax.set_title(f"ρ = {rho:g}", fontsize=9)
         axes[0][j].set_ylim(0, 105)
         axes[1][j].set_ylim(0, 1.05)
+    fig.suptitle("solid: ours" + "".join(f" · {hatch}: {name}" for name, _, hatch, _ in runs[1:]) + " · //: theirs"
+                 "   (on each bar its L0; ✗ collapsed, † loss still falling)", fontsize=8)
     return save(fig, Path(path))
 
 
-def write(run: Path, out_dir: Path | None = None) -> list[Path]:
+def write(run: Path, out_dir: Path | None = None, variants: Sequence[tuple[str, Path]] = ()) -> list[Path]:
     """Write :data:`TABLE` and :data:`FIGURE` of ``run`` (a folder with results.csv) into ``out_dir`` (default:
-    ``run``); returns their paths (the figure only when some cell is present)."""
+    ``run``), with each (label, folder) of ``variants`` beside it; returns their paths (the figure only when
+    some cell is present)."""
     out_dir = Path(out_dir or run)
     rows = read_csv(Path(run) / "results.csv")
-    lines = ["# The authors' spiked table: ours beside theirs", ""] + table(rows)
+    var = [(label, read_csv(Path(folder) / "results.csv")) for label, folder in variants]
+    lines = ["# The authors' spiked table: ours beside theirs", ""] + table(rows, var)
     out = [out_dir / TABLE]
     out[0].write_text("\n".join(lines) + "\n")
     if cells(rows):
-        out.append(plot(rows, out_dir / FIGURE[0]))
+        out.append(plot(rows, out_dir / FIGURE[0], var))
     return out
+
+
+def parse_variant(text: str) -> tuple[str, Path]:
+    """'LABEL=FOLDER' -> (label, folder with results.csv); ValueError otherwise."""
+    label, sep, folder = text.partition("=")
+    if not sep or not label or not (Path(folder) / "results.csv").is_file():
+        raise ValueError(f"--variant {text!r}: must be LABEL=FOLDER with FOLDER/results.csv present")
+    return label, Path(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineErrors(prog="python -m synthetic.authors", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="a run folder of the authors or authors-gpu preset (with results.csv)")
     p.add_argument("--out", type=Path, default=None, help="folder for the table and figure (default: RUN)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=FOLDER",
+                   help="a run of another design shown beside RUN (repeatable), e.g. 'b_dec 0=runs/topk_zeros'")
     args = p.parse_args(argv)
+    try:
+        variants = [parse_variant(v) for v in args.variant]
+    except ValueError as e:
+        print(f"synthetic.authors: {e}", file=sys.stderr)
+        return 2
     if not (args.run / "results.csv").is_file():
         print(f"synthetic.authors: {args.run / 'results.csv'} does not exist: run the authors preset first",
               file=sys.stderr)
         return 2
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-    for path in write(args.run, args.out):
+    for path in write(args.run, args.out, variants):
         print(f"synthetic.authors: wrote {path}")
     return 0
 

@@ -44,6 +44,22 @@ def test_table_flags_far_cells(tmp_path):
     assert "0.0 / 0.97 / 16.0 ‖" not in text and "97.5 / 0.45 / 16.0 ‖" in text  # topk at 0.9: converged, no †
 
 
+def test_variants_add_rows_under_each_rho_and_only_where_they_have_cells(tmp_path):
+    probe = [run("topk", 0.9, 16.0, 0.985, 0.54), run("topk", 0.3, 16.0, 0.953, 0.84)]
+    text = "\n".join(authors.table(ROWS, [("b_dec 0", probe), ("empty", [run("gated", 0.9, 16.0, 0.1, 0.1)])]))
+    lines = text.splitlines()
+    i, j = lines.index(next(l for l in lines if l.startswith("| 0.3 |"))), lines.index("| 0.3 (b_dec 0) | – | – | – | – "
+                                                                                         "| 95.3 / 0.16 / 16.0 ‖ 96.4 / 0.16 / 16.0 |")
+    assert j == i + 1 and "(empty)" not in text
+    assert "main run whose dead fraction differs from theirs by more than 10 points: 2 of 3" in text  # probes not counted
+    with pytest.raises(ValueError, match="LABEL=FOLDER"):
+        authors.parse_variant(f"b_dec 0={tmp_path}")  # no results.csv there
+    (tmp_path / "results.csv").write_text("arm\n")
+    assert authors.parse_variant(f"b_dec 0={tmp_path}") == ("b_dec 0", tmp_path)
+    with pytest.raises(ValueError, match="LABEL=FOLDER"):
+        authors.parse_variant("no-equals-sign")
+
+
 def test_plot_and_write(tmp_path):
     with open(tmp_path / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
@@ -81,6 +97,12 @@ def test_figures_redraws_from_committed_rows_or_skips(tmp_path, monkeypatch):
         w.writeheader()
         w.writerows(ROWS)
     monkeypatch.setattr(figures, "AUTHORS_DIR", data)
+    monkeypatch.setattr(figures, "DATA_DIR", tmp_path)
+    probe = tmp_path / figures.AUTHORS_VARIANTS[0][1]
+    probe.mkdir()
+    (probe / "results.csv").write_text((data / "results.csv").read_text().replace("0.975,0.55", "0.5,0.2"))
     built = figures.build(tmp_path / "fig", only=["authors"])
     assert sorted(p.name for p in built["authors"]) == sorted([authors.TABLE, authors.FIGURE[0]])
-    assert "topk at ρ 0.3 (-46.4)" in (tmp_path / "fig" / authors.TABLE).read_text()
+    text = (tmp_path / "fig" / authors.TABLE).read_text()
+    assert "topk at ρ 0.3 (-46.4)" in text
+    assert f"| 0.9 ({figures.AUTHORS_VARIANTS[0][0]}) |" in text and "50.0 / 0.80 / 16.0 ‖ 97.5" in text
