@@ -84,6 +84,14 @@ class StarvationConfig(StudySettings):
         return Path(self.out) if self.out is not None else Path("runs") / f"starvation_{self.preset}"
 
 
+# The start λ of the authors-gpu sweep (per-element units): read off our CPU rows of the authors preset (ρ 0.3 and
+# 0.9, figures/data/authors/results.csv), the geometric middle of the λ that gave L0 closest to 16 at the two ρ, so
+# that ¼× … 4× spans both (docs/method.md §7.6).
+LAM_AEN_GPU = 5e-4
+LAM_ADAPTIVE_LASSO_GPU = 5e-4
+LAM_EN_GPU = 1e-3
+LAM_RELU_L1_GPU = 1e-3
+
 PRESETS: dict[str, StarvationConfig] = {
     # Seconds: two arms, two ρ, two seeds, tiny sizes (the tests).
     "tiny": StarvationConfig(preset="tiny", n=16, m=32, k=2, rhos=(0.0, 0.7), seeds=(0, 1),
@@ -133,16 +141,20 @@ PRESETS: dict[str, StarvationConfig] = {
                                 steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
                                 eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=16_667,
                                 sweep_points=3, stack_size=16, stream_chunk=65_536, checkpoint_every=2500),
-    # The whole authors' table (5 ρ) on one GPU: 100 SAEs × 33.5 TFLOP = 3.4 PFLOP; at ~40 % of an H200's
-    # 790 TFLOP/s bf16 that is ≈ 11 min (sized from FLOPs, not measured).
+    # The whole authors' table (5 ρ) on one GPU, sized to ≤ 8 min (not measured: no GPU has been lent). One round of 65
+    # SAEs: 5 ρ × (4 penalty arms × 3 λ at ¼, 1 and 4 times a start read off the CPU rows (docs/method.md §7.6) + TopK
+    # k 16) = 2.2 PFLOP, ≈ 7 min at 40 % of an H200's 790 TFLOP/s bf16. The 5 arms' stacks train side by side
+    # (workers 5): a stack step dispatches ≈ 470 ops whatever its size (CPU profiler), so one process per arm keeps
+    # the GPU fed; the samples are drawn on the GPU (stream_on_device), as numpy would need ≈ 76 s per cell.
     "authors-gpu": StarvationConfig(preset="authors-gpu", n=256, m=1024, k=16,
                                     arms=("aen", "adaptive_lasso", "en", "relu_l1", "topk"), seeds=(0,),
-                                    l0_targets=(16.0, 24.0), topk_ks=(12, 16, 20, 24), lam_relu_l1=0.05, lam_en=0.03,
-                                    lam_adaptive_lasso=0.01, lam_aen=0.01, lam2=2.5e-4, adaptive_beta=0.999,
-                                    steps=50_000, batch_size=256, lr=3e-3, n_eval=65_536,
-                                    eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
-                                    resample_every=16_667, sweep_points=4, stack_size=64, workers=1, device="cuda",
-                                    autocast="bfloat16", stream_chunk=65_536, checkpoint_every=5000),
+                                    l0_targets=(16.0, 24.0), topk_ks=(16,), lam_relu_l1=LAM_RELU_L1_GPU,
+                                    lam_en=LAM_EN_GPU, lam_adaptive_lasso=LAM_ADAPTIVE_LASSO_GPU, lam_aen=LAM_AEN_GPU,
+                                    lam2=2.5e-4, adaptive_beta=0.999, steps=50_000, batch_size=256, lr=3e-3,
+                                    n_eval=65_536, eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000,
+                                    resample_every=16_667, bracket_points=3, bracket_factor=16.0, sweep_points=3,
+                                    stack_size=64, workers=5, device="cuda", autocast="bfloat16", stream_chunk=65_536,
+                                    stream_on_device=True, checkpoint_every=5000),
     # docs/method.md §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
     # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
     # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).

@@ -389,3 +389,16 @@ def test_b_dec_init_reaches_the_trainer_and_changes_the_run(tmp_path):
     assert not starvation.same_config(old, cur) and starvation.same_config(old, {**cur, "b_dec_init": "mean"})
     with pytest.raises(ValueError, match="b_dec_init == 'median', must be 'mean' or 'zeros'"):
         dataclasses.replace(mean, b_dec_init="median")
+
+
+def test_the_gpu_preset_is_one_round_sized_to_eight_minutes():
+    from geomsae.study.rounds import plan
+
+    cfg = PRESETS["authors-gpu"]
+    # every penalty cell's first round already holds all its sweep points: one round, no refinement
+    assert cfg.bracket_points == cfg.sweep_points == 3 and cfg.topk_ks == (16,)
+    assert len(plan(cfg, "aen", {}, True)) == 3 and plan(cfg, "aen", {1e-4: 20.0, 5e-4: 10.0, 2e-3: 1.0}, False) == []
+    n_saes = len(cfg.rhos) * (4 * cfg.sweep_points + 1)
+    assert n_saes == 65 and starvation.planned_flops(cfg) == n_saes * 50_000 * 256 * 10 * 256 * 1024
+    assert starvation.planned_flops(cfg) / (0.4 * 790e12) <= 8 * 60  # at 40 % of an H200's bf16 peak
+    assert cfg.stream_on_device and cfg.workers == len(cfg.arms)
