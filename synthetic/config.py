@@ -87,10 +87,10 @@ class StarvationConfig(StudySettings):
 # The start λ of the authors-gpu sweep (per-element units): read off our CPU rows of the authors preset (ρ 0.3 and
 # 0.9, figures/data/authors/results.csv), the geometric middle of the λ that gave L0 closest to 16 at the two ρ, so
 # that ¼× … 4× spans both (docs/method.md §7.6).
-LAM_AEN_GPU = 5e-4
-LAM_ADAPTIVE_LASSO_GPU = 5e-4
-LAM_EN_GPU = 1e-3
-LAM_RELU_L1_GPU = 1e-3
+LAM_AEN_GPU = 3.9e-4
+LAM_ADAPTIVE_LASSO_GPU = 3.9e-4
+LAM_EN_GPU = 3e-3
+LAM_RELU_L1_GPU = 2e-3
 
 PRESETS: dict[str, StarvationConfig] = {
     # Seconds: two arms, two ρ, two seeds, tiny sizes (the tests).
