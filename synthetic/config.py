@@ -129,7 +129,8 @@ PRESETS: dict[str, StarvationConfig] = {
     # CPU (--rhos 0.3 0.9). --estimate-only measured 14.9–15.5 ms per SAE-step (one thread; the run itself ≈ 10 ms
     # uncontended), so the design is cut to fit:
     # their TopK at k 16 only (the k of their table) and 3 λ per penalty arm, 4 × 3 + 1 = 13 SAEs per ρ, 26 in
-    # all ≈ 2.8 h on 2 workers (with 4 k and 4 λ: 40 SAEs, 4.3 h). Our summary reports matched L0 (targets 16, 24;
+    # all ≈ 2.8 h on 2 workers (with 4 k and 4 λ: 40 SAEs, 4.3 h). The committed run needed --sweep-points 5
+    # (the start λ collapsed): 42 SAEs over two sessions. Our summary reports matched L0 (targets 16, 24;
     # TopK only at 16); authors_table.md (synthetic/authors.py) puts our run closest to L0 16 beside theirs, cell
     # by cell, as they picked theirs. 12.8 M × 256 float32 is 13 GB per cell (the generator's float64 product
     # twice that), more than the 24 GiB here: the training samples are streamed in chunks (synthetic/stream.py),

@@ -54,8 +54,8 @@ def synthesize(cols: torch.Tensor, vals: torch.Tensor, Dt: torch.Tensor) -> torc
 
 
 def torch_chunk(Dt: torch.Tensor, k: int, rows: int, seed: int, mag_low: float = 1.0, mag_high: float = 3.0,
-                noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x (rows, n) float32, cols (rows, k), vals (rows, k)) of the spiked model on Dt = Dᵀ (m, n), drawn by torch
+                noise: float = 0.0) -> torch.Tensor:
+    """(rows, n) float32 samples of the spiked model on Dt = Dᵀ (m, n), drawn by torch
     on Dt's device from ``seed``: each support the k smallest of m i.i.d. uniform keys (a uniformly random
     k-subset), magnitudes U[mag_low, mag_high), x = :func:`synthesize` (+ noise·N(0, I))."""
     gen = torch.Generator(device=Dt.device).manual_seed(seed)
@@ -66,7 +66,7 @@ def torch_chunk(Dt: torch.Tensor, k: int, rows: int, seed: int, mag_low: float =
     x = synthesize(cols, vals, Dt)
     if noise > 0:
         x += noise * torch.randn(x.shape, generator=gen, device=Dt.device)
-    return x, cols, vals
+    return x
 
 
 class SpikedStream(ActivationSource):
@@ -114,7 +114,7 @@ class SpikedStream(ActivationSource):
             rows = min(self.chunk, self.n_tokens - c * self.chunk)
             if self._Dt is not None:
                 x = torch_chunk(self._Dt, self.k, rows, chunk_seed(self.seed, c), self.mag_low, self.mag_high,
-                                self.noise)[0]
+                                self.noise)
             else:
                 rng = np.random.default_rng([self.seed, STREAM_TAG, c])
                 x, _ = spiked_samples(rng, self.D, self.k, rows, self.mag_low, self.mag_high, self.noise)
