@@ -36,7 +36,7 @@ __all__ = [
     "cosine_matrix", "mmcs", "recovery_rate", "hungarian_match", "mmcs_1to1", "mcc", "support_prf",
     "Match", "FIRE_REL", "RARE_THRESHOLDS", "fires", "rms_norm", "rare_fraction", "is_collapsed",
     "COLLAPSE_FVU", "COLLAPSE_L0", "CorrelationAccumulator", "correlation_matrix", "spike_only_dictionary",
-    "chance_corrected",
+    "chance_corrected", "outlier_severity",
 ]
 
 FIRE_REL = 1e-3
@@ -297,6 +297,34 @@ def rms_norm(x: Any) -> float:
     if v <= 0.0:
         raise ValueError(f"x has zero spread over its N={xs.shape[0]} tokens; RMS(x) is 0")
     return math.sqrt(v)
+
+
+def outlier_severity(x: Any, center: Any = None) -> float:
+    """γ = ‖μ − c‖ / ‖σ‖: how far the data's mean sits from ``center`` in units of its spread.
+
+    μ (d_in,) is the per-dimension mean of ``x``, σ (d_in,) the per-dimension standard deviation
+    (1/N), c the centre (zeros by default). Simon, Adams & Zou (arXiv 2605.31518) call γ with c = 0
+    the outlier severity of a layer's activations and find it predicts latents dead at
+    initialisation; an SAE that starts b_dec at c sees the encoder inputs x − c, whose γ is this
+    value with that c (≈ √(d_in/N') when c is the mean of N' other tokens of the same data).
+    Invariant under x → a·x, c → a·c (a > 0) and under a common shift of x and c.
+
+    :param x: (N, d_in) activations, N ≥ 2; zero spread raises ValueError.
+    :param center: (d_in,) centre c, or None for zeros.
+    """
+    xs = checked_tokens(x, "x").double()
+    if xs.shape[0] < 2:
+        raise ValueError(f"x has N == {xs.shape[0]} tokens, must be >= 2 for a spread")
+    mu = xs.mean(0)
+    if center is not None:
+        c = checked_tensor(center, "center", dtype=torch.float64).reshape(-1).to(xs.device)
+        if c.shape[0] != xs.shape[1]:
+            raise ValueError(f"center has {c.shape[0]} entries but x has d_in == {xs.shape[1]}")
+        mu = mu - c
+    spread = float((xs - xs.mean(0)).pow(2).mean(0).sum().sqrt())
+    if spread <= 0.0:
+        raise ValueError(f"x has zero spread over its N={xs.shape[0]} tokens; γ is undefined")
+    return float(mu.norm()) / spread
 
 
 def fires(codes: Any, decoder_norms: Any, rms: float, rel: float = FIRE_REL) -> Tensor:

@@ -281,7 +281,10 @@ def step_record(step: int, tokens: int, lr: float, x: Tensor, out: Any, lo: Any,
         rec["fvu"] = metrics.fvu(x_m, pick(out.x_hat))
     except ValueError:  # a batch without variance: FVU undefined
         rec["fvu"] = float("nan")
-    rec["l0"] = metrics.l0(pick(out.codes))
+    codes = pick(out.codes)
+    rec["l0"] = metrics.l0(codes)
+    # the authors' dead count: latents with z_j = 0 on every token of this batch (raw rule, one batch)
+    rec["dead_last_batch"] = float((metrics.firing_counts(codes) == 0).double().mean())
     rec["dead_fraction"] = float(pick(sae.dead_mask(cfg.dead_window_tokens)).float().mean())
     elapsed = time.perf_counter() - t0
     rec["tokens_per_s"] = (tokens - tokens0) / elapsed if elapsed > 0 else 0.0
@@ -317,6 +320,22 @@ def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
             break
     msq, mean = input_stats(head, cfg.input_scale_tokens, per_token)
     return chain(head, it), msq, mean
+
+
+def start_b_dec(source: Any, cfg: TrainConfig) -> Tensor:
+    """The (d_in,) decoder bias a fresh run of ``cfg`` on ``source`` starts from, in input units: zeros for
+    ``b_dec_init='zeros'``; for 'mean', the mean of the first ``cfg.input_scale_tokens`` tokens of the run's
+    own stream (seeded by ``cfg.stream_seed``, as :func:`open_stream` reads it for the trainers), per-token
+    normalised where ``input_norm='per_token'``. A member of a stack reads its stream with
+    ``data_seed`` = its seed when the members have their own sources (:func:`geomsae.train_stack.train_stack`).
+    """
+    from geomsae.data import open_source
+
+    src = open_source(source)
+    if cfg.b_dec_init == "zeros":
+        return torch.zeros(src.d_in)
+    _, _, mean = open_stream(src, cfg, 0, stats=True, per_token=cfg.input_norm == "per_token")
+    return mean
 
 
 def source_fingerprint(src: Any, rows: int = 1024) -> str | None:

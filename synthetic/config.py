@@ -156,6 +156,24 @@ PRESETS: dict[str, StarvationConfig] = {
                                     resample_every=16_667, bracket_points=3, bracket_factor=16.0, sweep_points=3,
                                     stack_size=64, workers=5, device="cuda", autocast="bfloat16", stream_chunk=65_536,
                                     stream_on_device=True, checkpoint_every=5000),
+    # The centering factorial (issue 24): the authors' design and arms, TopK+AuxK beside TopK, 5,000 steps × 256 tokens
+    # (1.28 M tokens per SAE), 2 seeds; run once per start of the decoder bias, each into its own folder:
+    #   python -m synthetic.starvation --preset centering --b-dec-init zeros --out runs/centering_zeros
+    #   python -m synthetic.starvation --preset centering --b-dec-init mean --out runs/centering_mean
+    # then python -m synthetic.centering runs/centering_zeros runs/centering_mean. λ brackets L0 16 (3 λ at ¼, 1, 4×
+    # the authors-gpu start, then bisection to 1.25× or the cliff rule, at most 5 per cell). Planned: 5 ρ × 2 seeds ×
+    # (2 TopK + 4 arms × ≤ 5 λ) = 220 SAEs per start × 3.4 TFLOP = 740 TFLOP per start (2.4 h at 85 GFLOP/s); at the
+    # 15 ms per SAE-step --estimate-only measured on one thread, ≤ 4.6 h per start on one core, so the two starts
+    # run side by side (one worker each) over several sessions, checkpointed. --rhos 0.3 0.9 first (the rows of the
+    # doubling check): 88 SAEs per start, ≤ 1.8 h; rhos and seeds may be extended on resume.
+    "centering": StarvationConfig(preset="centering", n=256, m=1024, k=16,
+                                  arms=("aen", "adaptive_lasso", "en", "relu_l1", "topk", "topk_auxk"), seeds=(0, 1),
+                                  l0_targets=(16.0,), topk_ks=(16,), lam_relu_l1=LAM_RELU_L1_GPU, lam_en=LAM_EN_GPU,
+                                  lam_adaptive_lasso=LAM_ADAPTIVE_LASSO_GPU, lam_aen=LAM_AEN_GPU, lam2=2.5e-4,
+                                  adaptive_beta=0.999, steps=5000, batch_size=256, lr=3e-3, n_eval=65_536,
+                                  eval_windows=(1024, 8192, 65_536), dead_window_tokens=256_000, resample_every=1667,
+                                  bracket_points=3, bracket_factor=16.0, sweep_points=5, stack_size=16, workers=1,
+                                  stream_chunk=65_536, checkpoint_every=1000),
     # docs/method.md §4 sizes. Measured on CPU (1 thread): ≈ 25 ms/step → ≈ 2 min per SAE, 555 SAEs ≈ 19 h on one
     # core; use --workers or --device cuda (see --estimate-only). One cell's training data is 2.6 GB
     # (2.56 M × 256 float32) and a stack holds the data of its cells, so stacks of 16 (≈ 4 cells).

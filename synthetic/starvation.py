@@ -64,7 +64,7 @@ from synthetic.report import STUDY
 
 CELL_KEYS = ("rho",)
 EXTRA_COLUMNS = [*tables.EVAL_METRICS, *tables.TRUE_DICT_METRICS, *tables.TRUE_CODE_METRICS,
-                 "support_precision", "support_recall", "support_f1", *tables.TRAIN_METRICS]
+                 "support_precision", "support_recall", "support_f1", *tables.TRAIN_METRICS, "gamma", "gamma_start"]
 TIMING_COLUMNS = ["train_time_s"]
 
 
@@ -164,6 +164,18 @@ def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
     return {"support_precision": prf["precision"], "support_recall": prf["recall"], "support_f1": prf["f1"]}
 
 
+def centering_columns(data: Data, tcfg: Any, seed: int) -> dict[str, float]:
+    """The outlier severity γ = ‖μ‖/‖σ‖ of the cell's held-out data (:func:`geomsae.metrics.outlier_severity`;
+    arXiv 2605.31518), and ``gamma_start``, the same data's γ about the decoder bias the SAE started from
+    (:func:`geomsae.train_utils.start_b_dec` on the member's own training stream): γ for a zero start, near 0
+    for a mean start."""
+    from geomsae.metrics import outlier_severity
+    from geomsae.train_utils import start_b_dec
+
+    b0 = start_b_dec(data.x_train, dataclasses.replace(tcfg, seed=seed, data_seed=seed))
+    return {"gamma": outlier_severity(data.x_eval), "gamma_start": outlier_severity(data.x_eval, b0)}
+
+
 def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
     """Train and evaluate one stack, each member on its own cell's data (one torch thread)."""
     threads = torch.get_num_threads()
@@ -175,11 +187,15 @@ def train_stack_job(cfg: StarvationConfig, stack: list[Member]) -> list[Run]:
         outs = stack_folders(cfg, stack) if cfg.checkpoint_every else None
         if outs is not None:
             tcfg = dataclasses.replace(tcfg, checkpoint_every=cfg.checkpoint_every)
-        return train_and_evaluate(
+        runs = train_and_evaluate(
             stack, cfg, d_sae=cfg.m, train_source=[d.x_train for d in mine], eval_source=[d.x_eval for d in mine],
             tcfg=tcfg, cell_keys=CELL_KEYS, true_dicts=[d.D for d in mine], true_codes=[d.z_eval for d in mine],
             extras=lambda m, res, row: _truth_columns(data[(m.cell[0], m.seed)], res.sae),
             outs=outs, resume=outs is not None)
+        gammas = {key: centering_columns(d, tcfg, key[1]) for key, d in data.items()}  # once per (ρ, seed)
+        for r in runs:
+            r.row.update(gammas[(r.member.cell[0], r.member.seed)])
+        return runs
     finally:
         torch.set_num_threads(threads)
 
@@ -212,16 +228,19 @@ def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     defaults = json.loads(json.dumps(dataclasses.asdict(StarvationConfig())))
     if set(saved) - set(current):
         return False
-    if saved.get("sweep_points", defaults["sweep_points"]) > current["sweep_points"]:
-        return False
+    for k in EXTENDABLE:
+        old, new = saved.get(k, defaults[k]), current[k]
+        if (old > new) if isinstance(new, (int, float)) else not set(old) <= set(new):
+            return False
     return all(saved.get(k, defaults.get(k)) == v for k, v in current.items()
                if k not in RESULT_NEUTRAL and k not in EXTENDABLE)
 
 
-EXTENDABLE = ("sweep_points",)
-"""Config fields a resumed run may raise (never lower): a trained SAE does not depend on how many λ its cell
-may try, so a rerun with more ``sweep_points`` keeps every finished SAE and adds rounds where the targets are
-not yet bracketed."""
+EXTENDABLE = ("sweep_points", "rhos", "seeds")
+"""Config fields a resumed run may extend (never shrink): a trained SAE depends only on its own cell (ρ, seed)
+and λ, not on how many λ its cell may try nor on which other cells the design has, so a rerun with more
+``sweep_points`` (a number, raised) or more ``rhos`` / ``seeds`` (lists, supersets) keeps every finished SAE:
+the old cells replay their rounds exactly and the new cells start theirs."""
 
 
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:

@@ -31,9 +31,11 @@ TRUE_DICT_METRICS = ["mmcs", "recovery_rate", "recovery_chance", "recovery_cc", 
 score, *_cc: (score − chance)/(1 − chance)."""
 TRUE_CODE_METRICS = ["mcc", "mcc_chance", "mcc_cc"]
 """Columns against ground-truth codes of the held-out tokens (synthetic data only)."""
-TRAIN_METRICS = ["loss_slope", "loss_rel_change"]
-"""Convergence of the training run (docs/method.md §7.5): the least-squares slope of the training loss over
-the last 10 % of the steps (per step, training units) and that slope × window / mean loss."""
+TRAIN_METRICS = ["loss_slope", "loss_rel_change", "dead_last_batch"]
+"""From the training run's last record: its convergence (docs/method.md §7.5), the least-squares slope of the
+training loss over the last 10 % of the steps (per step, training units) and that slope × window / mean loss;
+and the share of latents with z_j = 0 on every token of the last training batch (the authors' dead count,
+read on ``batch_size`` training tokens; ours, ``dead_fraction``, on the held-out tokens)."""
 
 
 def fmt(v: Any) -> str:
