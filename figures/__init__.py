@@ -224,6 +224,17 @@ def _authors(out_dir: Path, quick: bool) -> list[Path]:
     return authors.write(AUTHORS_DIR, Path(out_dir), variants)
 
 
+CENTERING_DIRS = ("centering_zeros", "centering_mean")
+"""The committed runs of the centering factorial (issue 24), one per start of b_dec, in :data:`DATA_DIR`."""
+
+
+def _centering(out_dir: Path, quick: bool) -> list[Path]:
+    """Redraw the centering factorial's table, CSV and figure from the committed results.csv of both starts."""
+    from synthetic import centering
+
+    return centering.write([DATA_DIR / name for name in CENTERING_DIRS], Path(out_dir))
+
+
 def _register_builtins(quick: bool = False) -> dict[str, str]:
     """Register the project's sources; returns {name: reason} for those skipped."""
     skipped: dict[str, str] = {}
@@ -280,6 +291,25 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
         REGISTRY.pop("authors", None)
         skipped["authors"] = ("figures/data/authors/results.csv is missing: run `python -m synthetic.starvation --preset "
                               "authors --rhos 0.3 0.9` (hours on 2 CPU cores) and commit its evidence there")
+    from synthetic import centering
+
+    if all((DATA_DIR / name / "results.csv").exists() for name in CENTERING_DIRS):
+        register(Source(
+            "centering", _centering,
+            "The centering factorial on the authors' design (n 256, m 1024, k 16, 5,000 steps, 6 arms, 2 seeds): dead "
+            "latents at L0 16 with b_dec started at zero and at the data mean, on the held-out tokens and on the last "
+            "training batch, beside the authors' (issue 24)",
+            "python -m synthetic.starvation --preset centering --b-dec-init zeros|mean --out "
+            "runs/centering_<init>; python -m synthetic.centering runs/centering_zeros runs/centering_mean",
+            "figures/data/centering_<init>/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, "
+            "timing.json, summary.md); centering.csv here holds the per-seed values at L0 16",
+            {centering.FIGURE[0]: centering.FIGURE[1], centering.TABLE: "the table: γ by ρ; the authors' cells with "
+             "both starts on both measurements; growth with ρ; AEN against each arm at each start"}))
+    else:
+        REGISTRY.pop("centering", None)
+        skipped["centering"] = ("figures/data/centering_zeros|mean/results.csv are missing: run the centering preset "
+                                "(python -m synthetic.starvation --preset centering --b-dec-init zeros|mean) and "
+                                "commit its evidence there")
     from llm_eval import plots as llm_plots
 
     register(Source(

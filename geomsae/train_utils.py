@@ -323,7 +323,7 @@ def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
 
 
 def start_b_dec(source: Any, cfg: TrainConfig) -> Tensor:
-    """The (d_in,) decoder bias a fresh run of ``cfg`` on ``source`` starts from, in input units: zeros for
+    """The (d_in,) float32 decoder bias a fresh run of ``cfg`` on ``source`` starts from, in input units: zeros for
     ``b_dec_init='zeros'``; for 'mean', the mean of the first ``cfg.input_scale_tokens`` tokens of the run's
     own stream (seeded by ``cfg.stream_seed``, as :func:`open_stream` reads it for the trainers), per-token
     normalised where ``input_norm='per_token'``. A member of a stack reads its stream with
@@ -335,7 +335,7 @@ def start_b_dec(source: Any, cfg: TrainConfig) -> Tensor:
     if cfg.b_dec_init == "zeros":
         return torch.zeros(src.d_in)
     _, _, mean = open_stream(src, cfg, 0, stats=True, per_token=cfg.input_norm == "per_token")
-    return mean
+    return mean.to(torch.float32)  # as the trainers copy it into b_dec
 
 
 def source_fingerprint(src: Any, rows: int = 1024) -> str | None:

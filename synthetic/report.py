@@ -38,7 +38,8 @@ CLAIMS: tuple[Claim, ...] = (
 )
 MATCHED_METRICS = ("fvu", "dead_fraction", "dead_fraction_raw", "l0_raw", "rare_fraction_1e4", "rare_fraction_1e5",
                    "dense_fraction", "dense_fraction_001", "mmcs", "recovery_rate", "recovery_cc", "mmcs_1to1",
-                   "mmcs_1to1_cc", "mcc", "mcc_cc", "support_f1", "l2_ratio", "rel_bias", "shrinkage", "loss_rel_change")
+                   "mmcs_1to1_cc", "mcc", "mcc_cc", "support_f1", "l2_ratio", "rel_bias", "shrinkage", "loss_rel_change",
+                   "dead_last_batch", "gamma", "gamma_start")
 
 
 def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
