@@ -232,7 +232,8 @@ def _centering(out_dir: Path, quick: bool) -> list[Path]:
     """Redraw the centering factorial's table, CSV and figure from the committed results.csv of both starts."""
     from synthetic import centering
 
-    return centering.write([DATA_DIR / name for name in CENTERING_DIRS], Path(out_dir))
+    beside = [AUTHORS_DIR] if (AUTHORS_DIR / "results.csv").exists() else []  # the 50,000-step mean-start rows
+    return centering.write([DATA_DIR / name for name in CENTERING_DIRS] + beside, Path(out_dir))
 
 
 def _register_builtins(quick: bool = False) -> dict[str, str]:

@@ -65,11 +65,12 @@ def seed_rows(rows: list[dict[str, Any]], start: str) -> list[dict[str, Any]]:
     out = []
     penalty = [r for r in rows if ARM_SPECS[r["arm"]].start is not None]
     for r in matched_seeds(penalty, (TARGET,), METRICS, cell_keys=("rho",)):
-        out.append({"start": start, **r, "l0": TARGET if r["status"] == "ok" else math.nan})
+        out.append({"start": start, **r, "l0": TARGET if r["status"] == "ok" else math.nan})  # cliff ends kept
     for r in rows:  # TopK-type arms: the k = 16 run itself (its folded L0 may sit below k)
         if ARM_SPECS[r["arm"]].start is None and float(r["value"]) == TARGET:
             out.append({"start": start, "arm": r["arm"], "rho": r["rho"], "l0_target": TARGET, "seed": r["seed"],
-                        "status": "ok", "n_collapsed": 0, "l0": r["l0"], **{m: r.get(m, math.nan) for m in METRICS}})
+                        "status": "ok", "n_collapsed": 0, "l0": r["l0"], **{m: r.get(m, math.nan) for m in METRICS},
+                        **dict.fromkeys(("l0_dense", "dead_dense", "l0_sparse", "dead_sparse"), math.nan)})
     return out
 
 
@@ -82,9 +83,14 @@ def _cell(rows: list[dict[str, Any]], start: str, arm: str, rho: float) -> str:
     """'last batch % / held-out % (n)' or why there is no value."""
     last, held = _ok(rows, start, arm, rho, "dead_last_batch"), _ok(rows, start, arm, rho, "dead_fraction")
     if not held:
-        st = sorted({r["status"] for r in rows if r["start"] == start and r["arm"] == arm
-                     and math.isclose(float(r["rho"]), rho)})
-        return "/".join(st) if st else "–"
+        mine = [r for r in rows if r["start"] == start and r["arm"] == arm and math.isclose(float(r["rho"]), rho)]
+        cl = [r for r in mine if r["status"] == "cliff"]
+        if cl:  # the two ends of the cliff, means over its seeds: held-out L0 and dead %
+            m = {k: float(np.mean([float(r[k]) for r in cl])) for k in ("l0_dense", "l0_sparse", "dead_dense",
+                                                                          "dead_sparse")}
+            return (f"cliff ({len(cl)}): L0 {m['l0_dense']:.1f} → {m['l0_sparse']:.2g}, held-out dead "
+                    f"{100 * m['dead_dense']:.1f} → {100 * m['dead_sparse']:.1f}")
+        return "/".join(sorted({r["status"] for r in mine})) or "–"
     return f"{pm(*mean_std(last), 100, 1)} / {pm(*mean_std(held), 100, 1)} ({len(held)})"
 
 
@@ -221,7 +227,8 @@ def write(folders: Sequence[Path], out: Path) -> list[Path]:
         raise ValueError(f"two runs have the same start and length: {labels}")
     out.mkdir(parents=True, exist_ok=True)
     rows = [r for _, rs in runs for r in rs]
-    cols = ["start", "arm", "rho", "l0_target", "seed", "status", "l0", *METRICS]
+    cols = ["start", "arm", "rho", "l0_target", "seed", "status", "l0", *METRICS, "l0_dense", "dead_dense",
+            "l0_sparse", "dead_sparse"]
     write_csv(out / DATA, cols, rows)
     (out / TABLE).write_text("\n".join(report(runs)) + "\n")
     return [out / TABLE, out / DATA, plot(runs, out / FIGURE[0])]
