@@ -114,6 +114,20 @@ PRESETS: dict[str, StarvationConfig] = {
                                  rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2, 3, 4), steps=16_000,
                                  arm_steps=("relu_l1=8000", "topk=4000", "topk_tied=4000", "topk_auxk=4000",
                                             "jumprelu=4000")),
+    # Claim (a) across L0 (issue 24 item 4): the standard design at L0 4, 6, 8, 12 and 16 (the standard run has no
+    # bracketing pair at L0 ≥ 12 for any arm, and AEN's sweep there ends in cliffs), with a k grid to 20 and up to
+    # 10 λ per cell. arm_steps are the standard preset's until the per-cell doubling rule (docs/method.md §7.5)
+    # certifies TopK's, JumpReLU's, tied TopK's and EN's lengths: measure those first with --preset length
+    # (--arms topk topk_tied jumprelu --steps 16000; --arms en --steps 32000), then set them here. Planned (--estimate-only):
+    # ≤ 1,140 SAEs, 0.60 h at the roofline against the standard run's 0.35 h (measured 40 min), so ≈ 70 min on 2 cores.
+    "l0-range": StarvationConfig(preset="l0-range", arms=("relu_l1", "topk", "topk_tied", "topk_auxk", "jumprelu", "en",
+                                                          "aen"),
+                                 rhos=(0.0, 0.5, 0.9), seeds=(0, 1, 2, 3, 4), steps=16_000,
+                                 l0_targets=(4.0, 6.0, 8.0, 12.0, 16.0),
+                                 topk_ks=(3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 18, 20), sweep_points=10,
+                                 bracket_points=3, bracket_factor=16.0,
+                                 arm_steps=("relu_l1=8000", "topk=4000", "topk_tied=4000", "topk_auxk=4000",
+                                            "jumprelu=4000")),
     # Length ablation (issue 12 item 4): run with --steps 125 / 500 / 2000 / 4000 (a 32× span that holds the standard
     # length and its doubling) and --out runs/length_<steps>, then python -m synthetic.length. 6 arms × 3 ρ × 3 seeds ×
     # 6 points = 324 SAEs per length; measured on 2 shared cores: 125 steps 93 s, 500 steps ≈ 4 min (see each run's

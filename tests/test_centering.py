@@ -226,3 +226,13 @@ def test_the_centering_reading_on_crafted_runs(tmp_path):
     assert (tmp_path / "o" / "centering_dead.png").stat().st_size > 10_000
     assert centering.main([str(tmp_path / "nothing")]) == 2
     assert centering.main([str(folders[0]), str(folders[0]), "--out", str(tmp_path / "p")]) == 2
+
+
+def test_the_l0_range_preset_can_bracket_each_of_its_targets():
+    cfg = PRESETS["l0-range"]
+    assert cfg.l0_targets == (4.0, 6.0, 8.0, 12.0, 16.0)
+    # a TopK-type arm needs a k on each side of every target; its folded L0 sits at or a hair below k
+    assert all(min(cfg.topk_ks) <= t and max(cfg.topk_ks) > t for t in cfg.l0_targets)
+    assert cfg.sweep_points >= 2 * len(cfg.l0_targets)  # two λ per target at the least
+    std = PRESETS["standard"]
+    assert (cfg.n, cfg.m, cfg.k, cfg.rhos, cfg.seeds, cfg.arms) == (std.n, std.m, std.k, std.rhos, std.seeds, std.arms)
