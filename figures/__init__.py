@@ -236,6 +236,15 @@ def _centering(out_dir: Path, quick: bool) -> list[Path]:
     return centering.write([DATA_DIR / name for name in CENTERING_DIRS] + beside, Path(out_dir))
 
 
+def _register_where(present: bool, source: Source, skipped: dict[str, str], missing: str) -> None:
+    """Register ``source`` where its committed evidence is ``present``; else drop it and say why in ``skipped``."""
+    if present:
+        register(source)
+    else:
+        REGISTRY.pop(source.name, None)
+        skipped[source.name] = missing
+
+
 def _register_builtins(quick: bool = False) -> dict[str, str]:
     """Register the project's sources; returns {name: reason} for those skipped."""
     skipped: dict[str, str] = {}
@@ -275,42 +284,35 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
             LENGTH_FIGURES))
     from synthetic import authors
 
-    if (AUTHORS_DIR / "results.csv").exists():
-        register(Source(
-            "authors", _authors,
-            "The authors' spiked table (n 256, m 1024, k 16, 12.8 M tokens per SAE): our rows beside theirs, cell by "
-            "cell (issue 12)",
-            "python -m synthetic.starvation --preset authors --rhos 0.3 0.9; the TopK probes: python -m "
-            "synthetic.starvation --preset authors --rhos 0.3 0.9 --arms topk --steps 5000 --resample-every 1667 "
-            "--b-dec-init zeros|mean --out runs/authors_topk_bdec_<init>_5000   (figures here are redrawn from their "
-            "committed results)",
-            "figures/data/authors/ and figures/data/authors_topk_bdec_<init>_5000/ (config.json, results.csv, "
-            "matched.csv, verdicts.csv, firing_hist.csv, timing.json, summary.md)",
-            {authors.FIGURE[0]: authors.FIGURE[1], authors.TABLE: "the table: ours ‖ theirs per (ρ, arm), and the run "
-             "picked in each cell with its knob and convergence"}))
-    else:
-        REGISTRY.pop("authors", None)
-        skipped["authors"] = ("figures/data/authors/results.csv is missing: run `python -m synthetic.starvation --preset "
-                              "authors --rhos 0.3 0.9` (hours on 2 CPU cores) and commit its evidence there")
+    _register_where((AUTHORS_DIR / "results.csv").exists(), Source(
+        "authors", _authors,
+        "The authors' spiked table (n 256, m 1024, k 16, 12.8 M tokens per SAE): our rows beside theirs, cell by "
+        "cell (issue 12)",
+        "python -m synthetic.starvation --preset authors --rhos 0.3 0.9; the TopK probes: python -m "
+        "synthetic.starvation --preset authors --rhos 0.3 0.9 --arms topk --steps 5000 --resample-every 1667 "
+        "--b-dec-init zeros|mean --out runs/authors_topk_bdec_<init>_5000   (figures here are redrawn from their "
+        "committed results)",
+        "figures/data/authors/ and figures/data/authors_topk_bdec_<init>_5000/ (config.json, results.csv, "
+        "matched.csv, verdicts.csv, firing_hist.csv, timing.json, summary.md)",
+        {authors.FIGURE[0]: authors.FIGURE[1], authors.TABLE: "the table: ours ‖ theirs per (ρ, arm), and the run "
+         "picked in each cell with its knob and convergence"}), skipped,
+        "figures/data/authors/results.csv is missing: run `python -m synthetic.starvation --preset authors --rhos 0.3 "
+        "0.9` (hours on 2 CPU cores) and commit its evidence there")
     from synthetic import centering
 
-    if all((DATA_DIR / name / "results.csv").exists() for name in CENTERING_DIRS):
-        register(Source(
-            "centering", _centering,
-            "The centering factorial on the authors' design (n 256, m 1024, k 16, 5,000 steps, 6 arms, 2 seeds): dead "
-            "latents at L0 16 with b_dec started at zero and at the data mean, on the held-out tokens and on the last "
-            "training batch, beside the authors' (issue 24)",
-            "python -m synthetic.starvation --preset centering --b-dec-init zeros|mean --out "
-            "runs/centering_<init>; python -m synthetic.centering runs/centering_zeros runs/centering_mean",
-            "figures/data/centering_<init>/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, "
-            "timing.json, summary.md); centering.csv here holds the per-seed values at L0 16",
-            {centering.FIGURE[0]: centering.FIGURE[1], centering.TABLE: "the table: γ by ρ; the authors' cells with "
-             "both starts on both measurements; growth with ρ; AEN against each arm at each start"}))
-    else:
-        REGISTRY.pop("centering", None)
-        skipped["centering"] = ("figures/data/centering_zeros|mean/results.csv are missing: run the centering preset "
-                                "(python -m synthetic.starvation --preset centering --b-dec-init zeros|mean) and "
-                                "commit its evidence there")
+    _register_where(all((DATA_DIR / name / "results.csv").exists() for name in CENTERING_DIRS), Source(
+        "centering", _centering,
+        "The centering factorial on the authors' design (n 256, m 1024, k 16, 5,000 steps, 6 arms, 2 seeds): dead "
+        "latents at L0 16 with b_dec started at zero and at the data mean, on the held-out tokens and on the last "
+        "training batch, beside the authors' (issue 24)",
+        "python -m synthetic.starvation --preset centering --b-dec-init zeros|mean --out "
+        "runs/centering_<init>; python -m synthetic.centering runs/centering_zeros runs/centering_mean",
+        "figures/data/centering_<init>/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, "
+        "timing.json, summary.md); centering.csv here holds the per-seed values at L0 16",
+        {centering.FIGURE[0]: centering.FIGURE[1], centering.TABLE: "the table: γ by ρ; the authors' cells with "
+         "both starts on both measurements; growth with ρ; AEN against each arm at each start"}), skipped,
+        "figures/data/centering_zeros|mean/results.csv are missing: run the centering preset (python -m "
+        "synthetic.starvation --preset centering --b-dec-init zeros|mean) and commit its evidence there")
     from llm_eval import plots as llm_plots
 
     register(Source(
@@ -322,18 +324,15 @@ def _register_builtins(quick: bool = False) -> dict[str, str]:
     from llm_eval.config import PRESETS as LLM_PRESETS
 
     long_csv = LLM_PRESETS["smollm2-long"].results_dir / "curves.csv"
-    if long_csv.exists():
-        register(Source(
-            "llm_long", _llm_long,
-            "Starvation over training on SmolLM2-135M: dead and near-starved fractions against tokens seen (issue 13)",
-            "python -m llm_eval.starvation --preset smollm2-long   (figures here are redrawn from its committed curves.csv)",
-            "llm_eval/results/smollm2-long/ (curves.csv, summary.md, timing.json); figures/llm_long_summary.md is a "
-            "copy of the summary", dict([llm_plots.CURVE_FIGURE])))
-    else:
-        REGISTRY.pop("llm_long", None)
-        shown = long_csv.relative_to(FIGURES_DIR.parent) if long_csv.is_relative_to(FIGURES_DIR.parent) else long_csv
-        skipped["llm_long"] = (f"{shown} is missing: run `python -m llm_eval.starvation --preset smollm2-long` "
-                               "(hours on 2 CPU cores; --estimate-only prints the plan)")
+    shown = long_csv.relative_to(FIGURES_DIR.parent) if long_csv.is_relative_to(FIGURES_DIR.parent) else long_csv
+    _register_where(long_csv.exists(), Source(
+        "llm_long", _llm_long,
+        "Starvation over training on SmolLM2-135M: dead and near-starved fractions against tokens seen (issue 13)",
+        "python -m llm_eval.starvation --preset smollm2-long   (figures here are redrawn from its committed curves.csv)",
+        "llm_eval/results/smollm2-long/ (curves.csv, summary.md, timing.json); figures/llm_long_summary.md is a "
+        "copy of the summary", dict([llm_plots.CURVE_FIGURE])), skipped,
+        f"{shown} is missing: run `python -m llm_eval.starvation --preset smollm2-long` (hours on 2 CPU cores; "
+        "--estimate-only prints the plan)")
     try:
         pc = importlib.import_module("proofs_check")
         make = getattr(pc, "make_figures", None)
