@@ -100,6 +100,7 @@ def test_a_large_mean_change_within_the_seed_spread_is_stable_by_the_seed_interv
     after = {(0, 4): [(0.50, 0.0), (0.36, 0.0), (0.40, 0.0)], (0.9, 4): [(0.302, 0.0)] * 3}
     (p,) = doubling_pairs([(1000, *_length(before)), (2000, *_length(after))])
     assert p["fvu_max_change"] == pytest.approx(0.02)
+    assert p["fvu_change"] == pytest.approx(0.011)  # what signed averaging would have called not stable
     assert p["stable"] is True and p["cells_seed_ci"] == 1 and p["cells_min_effect"] == 1 and p["cells_moved"] == 0
     # without the per-seed rows only the minimum-effect test applies: the same change has moved
     (q,) = doubling_pairs([(1000, _length(before)[0]), (2000, _length(after)[0])])
