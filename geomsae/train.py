@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from geomsae import checkpoint as ckpt
-from geomsae import distributed
+from geomsae import distributed, l0_control
 from geomsae.data import ActivationSource, open_source
 from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
 from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
@@ -148,7 +148,8 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
     with deterministic(cfg.deterministic):
         if loaded is not None:
             last, doc, model = loaded
-            check_resume(doc.get("train", {}), cfg, sae, doc, last)
+            check_resume(doc.get("train", {}), cfg, sae, doc, last,
+                         controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if cfg.target_l0 else None)
             if doc.get("source_fingerprint") not in (None, source_fingerprint(src)):
                 warnings.warn(f"resuming {str(out)!r} on other activations: the run began on {doc['source']}, "
                               f"now {src!r}; the input scale and b_dec of the first run are kept", stacklevel=2)
@@ -163,13 +164,17 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
             ctx.broadcast_(model)
             ctx.average_grads(params)
         opt = make_adam(params, cfg)
+        ctl = l0_control.make_controller(model, cfg)
         step, tokens, scale = 0, 0, 1.0
         if last is not None:
             counters, _ = ckpt.load_trainer_state(last / ckpt.TRAINER_FILE, model, opt)
             step, tokens, scale = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
+            if ctl is not None:
+                ctl.restore(0, counters)
+                l0_control.apply(model, ctl)
         else:
             torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
-        return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx)
+        return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx, ctl)
 
 
 def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:
@@ -191,7 +196,7 @@ def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:
 def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: ActivationSource, cfg: TrainConfig,
          device: torch.device, out: Path | None, step: int, tokens: int, scale: float, fresh: bool,
          callback: Callable[[int, dict[str, Any] | None], None] | None,
-         ctx: distributed.Context | None = None) -> TrainResult:
+         ctx: distributed.Context | None = None, ctl: l0_control.L0Controller | None = None) -> TrainResult:
     from tqdm.auto import tqdm
 
     per_token = sae.cfg.input_norm == "per_token"
@@ -217,7 +222,8 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
     def save(at: int) -> Path | None:
         if out is None:
             return None
-        counters = {"step": at, "tokens": tokens, "input_scale": scale, "data_position": at}
+        counters = {"step": at, "tokens": tokens, "input_scale": scale, "data_position": at,
+                    **(ctl.counters(0) if ctl is not None else {})}
         return ckpt.write_checkpoint(out, at, sae, opt, counters, meta, pending_input_scale=scale,
                                      keep=cfg.keep_checkpoints)
 
@@ -259,11 +265,13 @@ def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: Activa
                 sae_update(sae, opt, lo.loss, clip, x_g, out_g)
                 step += 1
                 tokens += x_g.shape[0]
+                l0_control.control_step(sae, ctl, step, x_g, out_g.codes)
                 mid_step = False
                 logged = None
                 now = time.perf_counter()
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
                     rec = logged = step_record(step, tokens, lr, x_g, out_g, lo_g, sae, cfg, t0, tokens0)
+                    rec.update(l0_control.log_fields(ctl, 0))
                     if step == cfg.steps:  # the last record carries the convergence columns
                         rec.update(window.summary())
                     bar.set_postfix(bar_fields(rec), refresh=False)

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from geomsae import checkpoint as ckpt
+from geomsae import l0_control
 from geomsae.data import open_source
 from geomsae.saes import fold_input_scale
 from geomsae.saes.stacking import stack_saes, unstack_sae
@@ -126,7 +127,8 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
                 outs: Sequence[str | os.PathLike | None] | None = None, resume: bool = False,
                 callback: Callable[[int, list[dict[str, Any]] | None], None] | None = None,
                 eval_steps: Sequence[int] = (),
-                on_eval: Callable[[int, int, list[Any]], None] | None = None) -> list[TrainResult]:
+                on_eval: Callable[[int, int, list[Any]], None] | None = None,
+                target_l0s: Sequence[float | None] | None = None) -> list[TrainResult]:
     """Train ``len(specs)`` SAEs of one architecture and shape in one process (module docstring).
 
     :param specs: one ``{"arch": ..., "d_sae": ..., **fields}`` mapping (or SAEConfig) per member;
@@ -138,6 +140,8 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
     :param callback: called after every step as ``callback(step, records_or_None)``.
     :param eval_steps: steps (in [1, cfg.steps]) after which ``on_eval`` is called (module docstring).
     :param on_eval: ``on_eval(step, tokens, saes)`` with the members as folded copies.
+    :param target_l0s: each member's ``target_l0`` (None: that member's λ1 stays fixed); default ``cfg.target_l0``
+        for every member (geomsae/l0_control.py).
     :returns: one :class:`~geomsae.train.TrainResult` per member, in the order of ``specs``.
     """
     seeds, paths, per_member = _check_args(specs, source, cfg, seeds, outs)
@@ -152,7 +156,10 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
         raise ValueError(f"the member sources have different widths {[s.d_in for s in srcs]}")
     data_seeds = [cfg.data_seed if cfg.data_seed is not None else (seeds[i] if per_member else cfg.seed)
                   for i in range(n)]
-    cfgs = [dataclasses.replace(cfg, seed=seeds[i], data_seed=data_seeds[i],
+    if target_l0s is not None and len(target_l0s) != n:
+        raise ValueError(f"target_l0s has {len(target_l0s)} entries, the stack has {n} members")
+    targets = list(target_l0s) if target_l0s is not None else [cfg.target_l0] * n
+    cfgs = [dataclasses.replace(cfg, seed=seeds[i], data_seed=data_seeds[i], target_l0=targets[i],
                                 out=None if paths[i] is None else str(paths[i])) for i in range(n)]
     device = resolve_device(cfg.device)
     if resume and any(p is None for p in paths):
@@ -163,15 +170,17 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
     at = _resume_step(paths) if resume else None
 
     with deterministic(cfg.deterministic):
-        step, tokens, scales, adam, rngs = 0, 0, [1.0] * n, None, []
+        step, tokens, scales, adam, rngs, saved = 0, 0, [1.0] * n, None, [], []
         if at is not None:
             members, adam = [], []
             for i, p in enumerate(paths):
                 where = p / ckpt.CHECKPOINTS / f"step_{at:08d}"
                 doc = ckpt.read_cfg(where)
-                check_resume(doc.get("train", {}), cfgs[i], specs[i], doc, where)
+                check_resume(doc.get("train", {}), cfgs[i], specs[i], doc, where,
+                             controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if targets[i] else None)
                 members.append(ckpt.load_sae(where, fold=False))
                 a, counters, _, rng = ckpt.read_trainer_state(where / ckpt.TRAINER_FILE)
+                saved.append(counters)
                 adam.append(a)
                 rngs.append(rng["torch"])
                 step, tokens, scales[i] = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
@@ -195,6 +204,12 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
                         members[j].b_dec.copy_((mean * (1.0 if per_token else scales[j])).to(members[j].b_dec))
         stack = stack_saes(members).to(device).set_decoder_impl(cfg.decoder)
         stack.rng_states = rngs
+        ctl = l0_control.make_controller(stack, cfg, targets)
+        if ctl is not None and saved:
+            for i, counters in enumerate(saved):
+                if targets[i] is not None:
+                    ctl.restore(i, counters)
+            l0_control.apply(stack, ctl)
         params = [p for p in stack.parameters() if p.requires_grad]
         opt = make_adam(params, cfg)
         if adam is not None:
@@ -202,7 +217,7 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
         metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
                   "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
         return _run(stack, opt, params, streams, per_member, cfgs, device, paths, step, tokens, scales, metas,
-                    callback, set(eval_steps), on_eval)
+                    callback, set(eval_steps), on_eval, ctl)
 
 
 def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState]) -> None:
@@ -224,7 +239,8 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
          cfgs: list[TrainConfig], device: torch.device, paths: list[Path | None], step: int, tokens: int,
          scales: list[float], metas: list[dict[str, Any]],
          callback: Callable[[int, list[dict[str, Any]] | None], None] | None, eval_steps: set[int] = frozenset(),
-         on_eval: Callable[[int, int, list[Any]], None] | None = None) -> list[TrainResult]:
+         on_eval: Callable[[int, int, list[Any]], None] | None = None,
+         ctl: l0_control.L0Controller | None = None) -> list[TrainResult]:
     from tqdm.auto import tqdm
 
     cfg, n = cfgs[0], len(cfgs)
@@ -244,7 +260,8 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
             if p is None:
                 continue
             adam_i = {name: {k: (v if k == "step" else v[i]) for k, v in st.items()} for name, st in state.items()}
-            counters = {"step": at, "tokens": tokens, "input_scale": scales[i], "data_position": at}
+            counters = {"step": at, "tokens": tokens, "input_scale": scales[i], "data_position": at,
+                        **(ctl.counters(i) if ctl is not None and ctl.targets[i] is not None else {})}
             ckpt.write_checkpoint(p, at, members[i], adam_i, counters, metas[i], pending_input_scale=scales[i],
                                   keep=cfg.keep_checkpoints, rng=stack.rng_states[i])
 
@@ -297,11 +314,12 @@ def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: 
                 sae_update(stack, opt, lo.loss.sum(), clip, x, out_)
                 step += 1
                 tokens += x.shape[-2]
+                l0_control.control_step(stack, ctl, step, x, out_.codes)
                 mid_step = False
                 logged = None
                 if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
-                    recs = logged = [step_record(step, tokens, lr, x, out_, lo, stack, cfg, t0, tokens0, member=i)
-                                     for i in range(n)]
+                    recs = logged = [{**step_record(step, tokens, lr, x, out_, lo, stack, cfg, t0, tokens0, member=i),
+                                      **l0_control.log_fields(ctl, i)} for i in range(n)]
                     if step == cfg.steps:  # the last records carry the convergence columns
                         for i, r in enumerate(recs):
                             r.update(window.summary(i))

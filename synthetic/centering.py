@@ -60,6 +60,11 @@ def load(folder: Path) -> tuple[str, list[dict[str, Any]]]:
     return label, seed_rows(read_csv(folder / "results.csv"), label)
 
 
+def finished(folder: Path) -> bool:
+    """Whether the run's sweep has ended (synthetic.starvation writes timing.json only then)."""
+    return (Path(folder) / "timing.json").exists()
+
+
 def seed_rows(rows: list[dict[str, Any]], start: str) -> list[dict[str, Any]]:
     """One row per (arm, ρ, seed) at L0 :data:`TARGET`: {start, arm, rho, l0_target, seed, status, l0, METRICS}."""
     out = []
@@ -230,7 +235,12 @@ def write(folders: Sequence[Path], out: Path) -> list[Path]:
     cols = ["start", "arm", "rho", "l0_target", "seed", "status", "l0", *METRICS, "l0_dense", "dead_dense",
             "l0_sparse", "dead_sparse"]
     write_csv(out / DATA, cols, rows)
-    (out / TABLE).write_text("\n".join(report(runs)) + "\n")
+    lines = report(runs)
+    partial = [f"`{label}` ({Path(f).name})" for (label, _), f in zip(runs, folders) if not finished(Path(f))]
+    if partial:  # a sweep still running: its cells may not be refined to the engine's rule yet
+        lines[1:1] = ["", "**PARTIAL**: the sweep of " + ", ".join(partial) + " has not finished (no timing.json); "
+                      "its cells are read from the λ trained so far, not yet refined to two runs within 1.25× of L0 16."]
+    (out / TABLE).write_text("\n".join(lines) + "\n")
     return [out / TABLE, out / DATA, plot(runs, out / FIGURE[0])]
 
 

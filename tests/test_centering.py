@@ -207,8 +207,10 @@ def test_the_centering_reading_on_crafted_runs(tmp_path):
     mean = {("aen", rho, s): (0.0, 0.0) for rho in (0.3, 0.9) for s in (0, 1)}
     mean |= {("topk", rho, s): (0.10, 0.10) for rho in (0.3, 0.9) for s in (0, 1)}
     folders = [_run_folder(tmp_path / "z", "zeros", zeros), _run_folder(tmp_path / "m", "mean", mean)]
+    (folders[1] / "timing.json").write_text("{}")  # the mean-start sweep has finished, the zero-start one not
     assert centering.main([*map(str, folders), "--out", str(tmp_path / "o")]) == 0
     text = (tmp_path / "o" / "centering.md").read_text()
+    assert "**PARTIAL**: the sweep of `zeros, 5000 steps` (z) has not finished" in text and "(m)" not in text
     # penalty arms read at L0 16 between their two λ; TopK at k 16; last batch / held-out in %, seed count
     assert "| 0.3 | aen | 0.3 | 50.0 ± 0.0 / 5.0 ± 0.0 (2) ✗ | 0.0 ± 0.0 / 0.0 ± 0.0 (2) ✓ |" in text
     assert "| 0.3 | topk | 96.4 | 95.5 ± 0.7 / 90.0 ± 0.0 (2) ✓ | 10.0 ± 0.0 / 10.0 ± 0.0 (2) ✗ |" in text
