@@ -33,7 +33,7 @@ from geomsae.study.matched import matched_seeds, mean_std
 from geomsae.study.plotstyle import arm_colors, line_style, pyplot, save
 from geomsae.study.report import md_table, pm
 from geomsae.study.tables import read_csv, write_csv
-from geomsae.study.verdicts import FOCUS, Claim, comparisons, interval, outcome
+from geomsae.study.verdicts import Claim, comparisons, interval, outcome
 from synthetic.authors import THEIRS
 
 TARGET = 16.0
