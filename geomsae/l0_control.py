@@ -160,6 +160,17 @@ def apply(sae: Any, ctl: L0Controller) -> None:
         sae.cfg = dataclasses.replace(sae.cfg, **{field: ctl.lams[0]})
 
 
+def resume(sae: Any, ctl: L0Controller | None, counters: Sequence[dict[str, Any]]) -> None:
+    """Read the controlled members' state back from their checkpoints' counters (one dict per member) and put
+    their λ1 into the SAE (both trainers call this when they resume)."""
+    if ctl is None:
+        return
+    for i, c in enumerate(counters):
+        if ctl.targets[i] is not None:
+            ctl.restore(i, c)
+    apply(sae, ctl)
+
+
 def log_fields(ctl: L0Controller | None, i: int) -> dict[str, float]:
     """Member ``i``'s λ1 and EMA for its metrics.jsonl record ({} without a controller or target): the λ1 trajectory."""
     if ctl is None or ctl.targets[i] is None:

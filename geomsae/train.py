@@ -169,9 +169,7 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
         if last is not None:
             counters, _ = ckpt.load_trainer_state(last / ckpt.TRAINER_FILE, model, opt)
             step, tokens, scale = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
-            if ctl is not None:
-                ctl.restore(0, counters)
-                l0_control.apply(model, ctl)
+            l0_control.resume(model, ctl, [counters])
         else:
             torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
         return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx, ctl)

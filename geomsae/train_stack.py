@@ -205,11 +205,8 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
         stack = stack_saes(members).to(device).set_decoder_impl(cfg.decoder)
         stack.rng_states = rngs
         ctl = l0_control.make_controller(stack, cfg, targets)
-        if ctl is not None and saved:
-            for i, counters in enumerate(saved):
-                if targets[i] is not None:
-                    ctl.restore(i, counters)
-            l0_control.apply(stack, ctl)
+        if saved:
+            l0_control.resume(stack, ctl, saved)
         params = [p for p in stack.parameters() if p.requires_grad]
         opt = make_adam(params, cfg)
         if adam is not None:

@@ -9,6 +9,16 @@ import torch
 torch.set_num_threads(2)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on tiny matrices OpenMP hand-offs between 2 busy cores cost more than the
+    work. A test file opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def random_dict(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
     D = rng.standard_normal((n, m))
     return D / np.linalg.norm(D, axis=0)

@@ -12,12 +12,7 @@ from geomsae.checkpoint import load_sae, save_sae
 from geomsae.saes import ARCHS, make
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: OpenMP hand-offs cost more than the work
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
 SMALL = {"topk": dict(k=4), "batchtopk": dict(k=4), "aen": dict(warmup_steps=1, ramp_steps=2),

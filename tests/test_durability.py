@@ -20,12 +20,7 @@ from geomsae.train_utils import TrainingStopped
 SPEC = {"arch": "en", "d_sae": 16, "lam1": 0.02, "lam2": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: OpenMP hand-offs cost more than the work
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,7 @@ TOY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: OpenMP hand-offs between 2 busy cores cost more than the work.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
 def planted(n: int = 5120, d_in: int = 32, m: int = 64, k: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

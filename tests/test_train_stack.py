@@ -40,12 +40,7 @@ RTOL_KNOB = 1e-5   # measured here: bit-identical
 RTOL_MIXED = 1e-3  # per-member tensors (pow with a tensor exponent, EMA with a tensor β) round differently
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
 @pytest.fixture(scope="module")
