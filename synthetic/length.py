@@ -153,21 +153,26 @@ def write(folders: list[Path], out: Path) -> list[Path]:
     """length.md and length_verdicts.png of the run folders (at least two lengths) into ``out``.
 
     Runs that trained only some of the arms (a longer run of the slow arms) enter the matched-metric
-    and doubling tables; the verdict tables and the figure use the runs with every arm."""
+    and doubling tables; the verdict tables and the figure use the runs with every arm of the shortest run,
+    and only their comparisons among those arms (an arm added at some lengths enters the metric and
+    doubling tables only, so every length's verdict counts are over the same comparisons)."""
     runs = sorted((load(Path(f)) for f in folders), key=lambda r: r["steps"])
     if len(runs) < 2:
         raise ValueError(f"give at least two lengths, got {len(runs)}")
     out.mkdir(parents=True, exist_ok=True)
-    all_arms = set().union(*(r["arms"] for r in runs))
-    full = [r for r in runs if r["arms"] == all_arms]
-    partial = [r for r in runs if r["arms"] != all_arms]
+    base = runs[0]["arms"]  # the design's arms, as its shortest run trained them
+    full = [{**r, "verdicts": [v for v in r["verdicts"] if v.get("other") not in r["arms"] - base]} for r in runs
+            if r["arms"] >= base]
+    partial = [r for r in runs if not r["arms"] >= base]
     if len(full) < 2:
-        raise ValueError(f"fewer than two of the runs trained every arm ({sorted(all_arms)})")
+        raise ValueError(f"fewer than two of the runs trained every arm of the shortest one ({sorted(base)})")
     span = full[-1]["steps"] / full[0]["steps"]
     lines = ["# Verdicts against training length", "", f"{len(full)} lengths spanning {span:g}× ("
              + ", ".join(f"`{r['folder'].name}`" for r in full) + ")"
              + "".join(f"; `{r['folder'].name}` trained only {', '.join(sorted(r['arms']))} (matched metrics and "
                        "doubling only)" for r in partial)
+             + "".join(f"; `{r['folder'].name}` also trained {', '.join(sorted(r['arms'] - base))} (matched metrics "
+                       "and doubling only)" for r in full if r["arms"] - base)
              + f". 'loss still falling': the share of runs with loss_rel_change < {UNCONVERGED_REL_CHANGE} over the "
              "last tenth of the steps, which the learning-rate decay alone produces; convergence is judged by "
              "doubling, below (docs/method.md §7.5).", ""] + table(full)

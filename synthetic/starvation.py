@@ -236,11 +236,12 @@ def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
                if k not in RESULT_NEUTRAL and k not in EXTENDABLE)
 
 
-EXTENDABLE = ("sweep_points", "rhos", "seeds")
-"""Config fields a resumed run may extend (never shrink): a trained SAE depends only on its own cell (ρ, seed)
-and λ, not on how many λ its cell may try nor on which other cells the design has, so a rerun with more
-``sweep_points`` (a number, raised) or more ``rhos`` / ``seeds`` (lists, supersets) keeps every finished SAE:
-the old cells replay their rounds exactly and the new cells start theirs."""
+EXTENDABLE = ("sweep_points", "rhos", "seeds", "arms", "topk_ks")
+"""Config fields a resumed run may extend (never shrink): a trained SAE depends only on its own cell (arm, ρ,
+seed) and λ or k, not on how many λ its cell may try nor on which other cells, arms or k the design has, so a
+rerun with more ``sweep_points`` (a number, raised) or more ``rhos`` / ``seeds`` / ``arms`` / ``topk_ks``
+(lists, supersets) keeps every finished SAE: the old cells replay their rounds exactly and the new cells start
+theirs (a longer length run of a few more arms goes into the same folder)."""
 
 
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:

@@ -146,6 +146,10 @@ def test_rhos_and_seeds_may_grow_on_resume_and_never_shrink():
     assert not starvation.same_config(cur, {**cur, "rhos": cur["rhos"][:1]})
     assert not starvation.same_config(cur, {**cur, "seeds": [5, 6]})
     assert not starvation.same_config(cur, {**cur, "l0_targets": [9.0]})
+    assert starvation.same_config(cur, {**cur, "arms": [*cur["arms"], "jumprelu"]})
+    assert starvation.same_config(cur, {**cur, "topk_ks": [*cur["topk_ks"], 99]})
+    assert not starvation.same_config(cur, {**cur, "arms": cur["arms"][:1]})
+    assert not starvation.same_config(cur, {**cur, "topk_ks": cur["topk_ks"][:1]})
 
 
 def test_a_run_extended_by_a_rho_keeps_its_saes_and_trains_only_the_new_cells(tmp_path):
@@ -165,6 +169,24 @@ def test_a_run_extended_by_a_rho_keeps_its_saes_and_trains_only_the_new_cells(tm
     matched = list(csv.DictReader(open(tmp_path / "b" / "matched.csv")))
     assert {(r["rho"], float(r["l0_target"])) for r in matched} == {(r, t) for r in ("0", "0.7")
                                                                      for t in small.l0_targets}
+
+
+def test_a_run_extended_by_an_arm_and_a_k_keeps_its_saes_and_trains_only_the_new_ones(tmp_path):
+    import csv
+    import shutil
+
+    small = dataclasses.replace(PRESETS["tiny"], rhos=(0.7,), seeds=(0, 1), arms=("relu_l1", "topk"), topk_ks=(2,),
+                                out=str(tmp_path / "a"))
+    starvation.run(small)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    big = dataclasses.replace(small, arms=("relu_l1", "topk", "topk_auxk"), topk_ks=(2, 4), out=str(tmp_path / "b"))
+    starvation.run(big)
+    read = lambda p: {(r["arm"], r["rho"], r["seed"], r["value"]): r for r in csv.DictReader(open(p / "results.csv"))}
+    before, after = read(tmp_path / "a"), read(tmp_path / "b")
+    assert all(after[k] == before[k] for k in before)  # kept as they were, not retrained
+    new = set(after) - set(before)
+    assert {(a, float(v)) for a, _, _, v in new} == {("topk", 4.0), ("topk_auxk", 2.0), ("topk_auxk", 4.0)}
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["arms"] == list(big.arms)
 
 
 def test_the_centering_preset_is_the_authors_design_with_both_topk_arms():

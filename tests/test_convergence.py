@@ -97,6 +97,16 @@ def test_length_ablation_table_from_crafted_runs(tmp_path):
     assert ("| aen | 12800 → 25600 | 3 | 0 | 0.500 → 0.500 (largest +0.000) | 0.300 → 0.302 (largest +0.005) "
             "| 3 / 0 / 0 | yes |") in text
     assert "aen 12800." in text
+    # an arm added at one length (topk_tied at 12800) enters the doubling and metric tables; its comparison stays
+    # out of the verdict counts, so every length counts the same comparisons
+    (tmp_path / "length_12800" / "config.json").write_text(json.dumps({"steps": 12800,
+                                                                       "arms": ["aen", "topk", "topk_tied"]}))
+    with open(tmp_path / "length_12800" / "verdicts.csv", "a") as f:
+        f.write("a,dead_fraction,0.0,4,topk_tied,0.2,0.01,holds\n")
+    assert length.main([str(tmp_path / f"length_{s}") for s in (400, 12800, 25600)] + ["--out", str(tmp_path / "q")]) == 0
+    text = (tmp_path / "q" / "length.md").read_text()
+    assert "`length_12800` also trained topk_tied" in text
+    assert "| (a) | 12800 | 2 | 0 | 1 | 0 | 0 | 0 % |" in text and "| 400 → 12800 | 3 | 1 | 2 | 0 | 0 | 1 |" in text
 
 
 def test_aen_grid_validation_run_and_tune_cli(tmp_path, capsys):
