@@ -232,8 +232,12 @@ def same_config(saved: dict[str, Any], current: dict[str, Any]) -> bool:
         old, new = saved.get(k, defaults[k]), current[k]
         if (old > new) if isinstance(new, (int, float)) else not set(old) <= set(new):
             return False
+    old_arms = set(saved.get("arms", defaults["arms"]))
+    old_steps, new_steps = set(saved.get("arm_steps", defaults["arm_steps"])), set(current["arm_steps"])
+    if not old_steps <= new_steps or any(e.split("=")[0].strip() in old_arms for e in new_steps - old_steps):
+        return False  # an arm already trained keeps its length; an added arm may bring its own
     return all(saved.get(k, defaults.get(k)) == v for k, v in current.items()
-               if k not in RESULT_NEUTRAL and k not in EXTENDABLE)
+               if k not in RESULT_NEUTRAL and k not in EXTENDABLE and k != "arm_steps")
 
 
 EXTENDABLE = ("sweep_points", "rhos", "seeds", "arms", "topk_ks")
@@ -241,7 +245,8 @@ EXTENDABLE = ("sweep_points", "rhos", "seeds", "arms", "topk_ks")
 seed) and λ or k, not on how many λ its cell may try nor on which other cells, arms or k the design has, so a
 rerun with more ``sweep_points`` (a number, raised) or more ``rhos`` / ``seeds`` / ``arms`` / ``topk_ks``
 (lists, supersets) keeps every finished SAE: the old cells replay their rounds exactly and the new cells start
-theirs (a longer length run of a few more arms goes into the same folder)."""
+theirs (a longer length run of a few more arms goes into the same folder). ``arm_steps`` may gain entries for
+the added arms only: an arm already trained keeps its length."""
 
 
 def resume_rows(out: Path, cfg_json: str) -> dict[tuple, tuple[dict[str, Any], list[int]]]:

@@ -150,6 +150,11 @@ def test_rhos_and_seeds_may_grow_on_resume_and_never_shrink():
     assert starvation.same_config(cur, {**cur, "topk_ks": [*cur["topk_ks"], 99]})
     assert not starvation.same_config(cur, {**cur, "arms": cur["arms"][:1]})
     assert not starvation.same_config(cur, {**cur, "topk_ks": cur["topk_ks"][:1]})
+    # an added arm may bring its own length; an arm already trained keeps its length
+    grown = {**cur, "arms": [*cur["arms"], "topk"], "arm_steps": ["topk=30"]}
+    assert starvation.same_config(cur, grown)
+    assert not starvation.same_config(cur, {**grown, "arm_steps": ["topk=30", f"{cur['arms'][0]}=30"]})
+    assert not starvation.same_config(grown, {**grown, "arm_steps": []})
 
 
 def test_a_run_extended_by_a_rho_keeps_its_saes_and_trains_only_the_new_cells(tmp_path):
