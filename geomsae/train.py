@@ -30,31 +30,23 @@ metrics.jsonl with a warning.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import math
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor
 
 from geomsae import checkpoint as ckpt
 from geomsae import distributed, l0_control
 from geomsae.data import ActivationSource, open_source
 from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
-from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part of this module's API)
+from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats, reset_moments: part of this module's API)
     METRICS_FILE,
-    LossWindow,
-    TrainingStopped,
-    autocast,
     build_sae,
-    chain,
     check_resume,
     deterministic,
     input_stats,
@@ -62,45 +54,18 @@ from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats: part
     make_adam,
     open_stream,
     reset_moments,
-    sae_update,
     resolve_device,
-    sigint_deferred,
     source_fingerprint,
-    step_record,
-    truncate_log,
 )
-
-
-
-class TrainResult(NamedTuple):
-    """What :func:`train` returns."""
-
-    sae: Any
-    """The trained SAE with the dataset scale folded in: it takes raw activations."""
-    step: int
-    """Optimizer steps taken in total (across resumes)."""
-    tokens: int
-    """Training tokens seen in total."""
-    input_scale: float
-    """The dataset scale s trained with (1.0 unless input_norm='dataset')."""
-    metrics: dict[str, float]
-    """The last metrics record (that of the final step)."""
-    out: Path | None
-    """Folder holding cfg.json + sae.safetensors, metrics.jsonl and checkpoints/, or None."""
-
-
-BAR_REFRESH_S = 2.0
-"""The progress bar's loss, FVU, L0 and dead fraction are refreshed at least this often (seconds)."""
-
-
-def bar_fields(rec: dict[str, Any]) -> dict[str, str]:
-    """The progress bar's postfix of a metrics record."""
-    return {"loss": f"{rec['loss']:.4g}", "fvu": f"{rec['fvu']:.3f}", "l0": f"{rec['l0']:.1f}",
-            "dead": f"{rec['dead_fraction']:.3f}"}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or Inf."""
+from geomsae.trainer import (  # noqa: F401 (TrainResult, NonFiniteLossError, bar_fields: part of this module's API)
+    BAR_REFRESH_S,
+    Hooks,
+    NonFiniteLossError,
+    Run,
+    Trainer,
+    TrainResult,
+    bar_fields,
+)
 
 
 def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool = False,
@@ -172,7 +137,9 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
             l0_control.resume(model, ctl, [counters])
         else:
             torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
-        return _run(model, opt, params, src, cfg, device, out, step, tokens, scale, last is None, callback, ctx, ctl)
+        run = Run(model, opt, params, [], [cfg], [out], [scale], [], device, step, tokens, ctl=ctl, ctx=ctx)
+        _open_stream(run, src, fresh=last is None)
+        return Trainer(run, Hooks(callback=callback)).fit()[0]
 
 
 def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:
@@ -191,134 +158,23 @@ def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:
     return None
 
 
-def _run(sae: Any, opt: torch.optim.Optimizer, params: list[Tensor], src: ActivationSource, cfg: TrainConfig,
-         device: torch.device, out: Path | None, step: int, tokens: int, scale: float, fresh: bool,
-         callback: Callable[[int, dict[str, Any] | None], None] | None,
-         ctx: distributed.Context | None = None, ctl: l0_control.L0Controller | None = None) -> TrainResult:
-    from tqdm.auto import tqdm
-
+def _open_stream(run: Run, src: ActivationSource, fresh: bool) -> None:
+    """Open the run's batch stream at its step; on a fresh run estimate the dataset scale and the data mean
+    (b_dec's start) on the first ``input_scale_tokens`` tokens (averaged over the ranks of a data-parallel run)."""
+    cfg, ctx, sae = run.cfgs[0], run.ctx, run.model
     per_token = sae.cfg.input_norm == "per_token"
     need_stats = fresh and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean")
-    it, msq, mean = open_stream(src, ctx.local_cfg(cfg) if ctx else cfg, step, stats=need_stats, per_token=per_token)
+    it, msq, mean = open_stream(src, ctx.local_cfg(cfg) if ctx else cfg, run.step, stats=need_stats,
+                                per_token=per_token)
     if need_stats and ctx is not None:  # the ranks' estimates averaged
         msq, mean = float(ctx.mean(torch.tensor(msq, dtype=torch.float64))), ctx.mean(mean)
-    main = ctx is None or ctx.is_main
-    if not main:
-        out = None  # rank 0 alone writes
+    scale = run.scales[0]
     if need_stats:
         if cfg.input_norm == "dataset":
             scale = math.sqrt(src.d_in / msq)
         if cfg.b_dec_init == "mean":
             with torch.no_grad():  # b_dec in training space: s·mean (dataset scale), or the per-token-normalised mean
                 sae.b_dec.copy_((mean * (1.0 if per_token else scale)).to(sae.b_dec))
-    meta = {"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src),
-            "source_fingerprint": source_fingerprint(src)}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        truncate_log(out / METRICS_FILE, step)
-
-    def save(at: int) -> Path | None:
-        if out is None:
-            return None
-        counters = {"step": at, "tokens": tokens, "input_scale": scale, "data_position": at,
-                    **(ctl.counters(0) if ctl is not None else {})}
-        return ckpt.write_checkpoint(out, at, sae, opt, counters, meta, pending_input_scale=scale,
-                                     keep=cfg.keep_checkpoints)
-
-    clip = (lambda: torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
-    forward = torch.compile(sae) if cfg.compile else sae  # parameters shared with sae: Adam updates them
-    check_each_step = device.type == "cpu"  # a host sync costs nothing on CPU
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), unit="step", dynamic_ncols=True)
-    log = open(out / METRICS_FILE, "a") if out is not None else None
-    rec: dict[str, Any] = {}
-    window = LossWindow(cfg.steps)
-    t0, tokens0, mid_step = time.perf_counter(), tokens, False
-    shown = t0
-    try:
-        with sigint_deferred(out is not None) as stop:
-            while step < cfg.steps:
-                if stop.requested:
-                    raise TrainingStopped(stop.signum)
-                try:
-                    x = next(it)
-                except StopIteration:
-                    warnings.warn(f"the activation stream ran out after {step} steps (of {cfg.steps})", stacklevel=2)
-                    break
-                x = x.to(device, non_blocking=True)
-                if scale != 1.0:
-                    x = x * scale
-                lr = lr_at(step, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                with autocast(cfg.autocast, device):
-                    out_ = forward(x)
-                    lo = sae.loss(x, out_)
-                lo_g, x_g, out_g = lo, x, out_
-                if ctx is not None:  # the global batch's loss terms and outputs, the same on every rank
-                    lo_g, (x_g, out_g) = ctx.mean_loss(lo), ctx.gather(x, out_)
-                if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo_g.loss)):
-                    _diverged(step, lo_g, lr, save, check_each_step, out)
-                window.add(step, lo_g.loss)
-                mid_step = True
-                sae_update(sae, opt, lo.loss, clip, x_g, out_g)
-                step += 1
-                tokens += x_g.shape[0]
-                l0_control.control_step(sae, ctl, step, x_g, out_g.codes)
-                mid_step = False
-                logged = None
-                now = time.perf_counter()
-                if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
-                    rec = logged = step_record(step, tokens, lr, x_g, out_g, lo_g, sae, cfg, t0, tokens0)
-                    rec.update(l0_control.log_fields(ctl, 0))
-                    if step == cfg.steps:  # the last record carries the convergence columns
-                        rec.update(window.summary())
-                    bar.set_postfix(bar_fields(rec), refresh=False)
-                    shown = now
-                    if log is not None:
-                        log.write(json.dumps(rec) + "\n")
-                        log.flush()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                    save(step)
-                elif cfg.progress and now - shown >= BAR_REFRESH_S:  # between log records, every few seconds
-                    bar.set_postfix(bar_fields(step_record(step, tokens, lr, x, out_, lo, sae, cfg, t0, tokens0)),
-                                    refresh=False)
-                    shown = now
-                bar.update(1)
-                out_ = lo = out_g = lo_g = x_g = None  # free the (B, d_sae) tensors before the next forward
-                if callback is not None:
-                    callback(step, logged)
-    except KeyboardInterrupt:
-        if out is not None and not mid_step:
-            path = save(step)
-            print(f"geomsae train: stopped at step {step}; checkpoint {str(path)!r} (run again with --resume "
-                  "to continue)", file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-        if log is not None:
-            log.close()
-    save(step)
-    final = copy.deepcopy(sae)
-    if scale != 1.0:
-        from geomsae.saes import fold_input_scale
-
-        fold_input_scale(final, scale)
-    if out is not None:
-        ckpt.save_sae(final, out, extra={**meta, "step": step, "tokens": tokens})
-    return TrainResult(final, step, tokens, scale, rec, out)
-
-
-def _diverged(step: int, lo: Any, lr: float, save: Callable[[int], Path | None], state_is_good: bool,
-              out: Path | None) -> None:
-    """Raise NonFiniteLossError; save the state first if it is the one before the bad step."""
-    where = save(step) if state_is_good else None
-    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in lo.parts.items())
-    msg = f"the training loss is {float(lo.loss.detach())} at step {step + 1} (lr {lr:.3g}; {parts})"
-    if where is not None:
-        msg += f"; the state before this step is saved in {str(where)!r}"
-    elif out is not None:  # checked only every log_every steps: the weights may already be bad
-        msg = msg.replace(f"at step {step + 1}", f"at step {step + 1} (first seen there)")
-        msg += f"; the last checkpoint is {str(ckpt.latest_checkpoint(out))!r}"
-    raise NonFiniteLossError(msg + ". Lower the learning rate or check the activations.")
-
-
+    run.streams, run.scales = [it], [scale]
+    run.metas = [{"train": dataclasses.asdict(cfg), "input_scale": scale, "source": repr(src),
+                  "source_fingerprint": source_fingerprint(src)}]

@@ -35,58 +35,31 @@ skips what it has already recorded.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
 import math
 import os
-import sys
-import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from geomsae import checkpoint as ckpt
 from geomsae import l0_control
 from geomsae.data import open_source
-from geomsae.saes import fold_input_scale
-from geomsae.saes.stacking import stack_saes, unstack_sae
-from geomsae.train import NonFiniteLossError, TrainResult
-from geomsae.train_config import TrainConfig, lr_at
+from geomsae.saes.stacking import stack_saes
+from geomsae.train_config import TrainConfig
 from geomsae.train_utils import (
     METRICS_FILE,
-    LossWindow,
-    TrainingStopped,
-    autocast,
     build_sae,
     check_resume,
     deterministic,
     make_adam,
     open_stream,
     resolve_device,
-    sae_update,
-    sigint_deferred,
     source_fingerprint,
-    step_record,
-    truncate_log,
 )
-
-
-def clip_members_(params: list[Tensor], max_norm: float) -> Tensor:
-    """Clip each member's gradient norm (over all its parameters) to ``max_norm`` in place, as
-    ``torch.nn.utils.clip_grad_norm_`` does for one SAE; returns the (S,) norms before clipping."""
-    grads = [p.grad for p in params if p.grad is not None]
-    n = grads[0].shape[0]
-    norms = torch.stack([torch.linalg.vector_norm(g.reshape(n, -1), dim=1) for g in grads])  # (P, S)
-    total = torch.linalg.vector_norm(norms, dim=0)
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.view(n, *([1] * (g.ndim - 1))))
-    return total
+from geomsae.trainer import Hooks, Run, Trainer, TrainResult, clip_members_  # noqa: F401 (clip_members_: this module's API)
 
 
 def _check_args(specs: Sequence[Any], source: Any, cfg: TrainConfig, seeds: Sequence[int] | None,
@@ -213,8 +186,9 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
             _load_adam(opt, stack, adam)
         metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
                   "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
-        return _run(stack, opt, params, streams, per_member, cfgs, device, paths, step, tokens, scales, metas,
-                    callback, set(eval_steps), on_eval, ctl)
+        run = Run(stack, opt, params, streams, cfgs, paths, scales, metas, device, step, tokens, stacked=True,
+                  per_member=per_member, ctl=ctl)
+        return Trainer(run, Hooks(callback, frozenset(eval_steps), on_eval)).fit()
 
 
 def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState]) -> None:
@@ -230,138 +204,3 @@ def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState
             entry[k] = torch.stack([a[name][k].reshape(p.shape[1:]) for a in adam])
         state["state"][idx] = entry
     opt.load_state_dict(state)
-
-
-def _run(stack: Any, opt: torch.optim.Optimizer, params: list[Tensor], streams: list, per_member: bool,
-         cfgs: list[TrainConfig], device: torch.device, paths: list[Path | None], step: int, tokens: int,
-         scales: list[float], metas: list[dict[str, Any]],
-         callback: Callable[[int, list[dict[str, Any]] | None], None] | None, eval_steps: set[int] = frozenset(),
-         on_eval: Callable[[int, int, list[Any]], None] | None = None,
-         ctl: l0_control.L0Controller | None = None) -> list[TrainResult]:
-    from tqdm.auto import tqdm
-
-    cfg, n = cfgs[0], len(cfgs)
-    same_scale = len(set(scales)) == 1
-    scale_t = torch.tensor(scales, dtype=torch.float32, device=device).view(n, 1, 1)
-    for p in paths:
-        if p is not None:
-            p.mkdir(parents=True, exist_ok=True)
-            truncate_log(p / METRICS_FILE, step)
-
-    def save(at: int) -> None:
-        if all(p is None for p in paths):
-            return
-        members = unstack_sae(stack)
-        state = ckpt.adam_state(stack, opt)
-        for i, p in enumerate(paths):
-            if p is None:
-                continue
-            adam_i = {name: {k: (v if k == "step" else v[i]) for k, v in st.items()} for name, st in state.items()}
-            counters = {"step": at, "tokens": tokens, "input_scale": scales[i], "data_position": at,
-                        **(ctl.counters(i) if ctl is not None and ctl.targets[i] is not None else {})}
-            ckpt.write_checkpoint(p, at, members[i], adam_i, counters, metas[i], pending_input_scale=scales[i],
-                                  keep=cfg.keep_checkpoints, rng=stack.rng_states[i])
-
-    def evaluate(at: int) -> None:
-        save(at)
-        saes = unstack_sae(stack)
-        for i, sae in enumerate(saes):
-            if scales[i] != 1.0:
-                fold_input_scale(sae, scales[i])
-            sae.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            on_eval(at, tokens, saes)
-
-    clip = (lambda: clip_members_(params, cfg.grad_clip)) if cfg.grad_clip > 0 else None
-    forward = torch.compile(stack) if cfg.compile else stack  # parameters shared with the stack
-    check_each_step = device.type == "cpu"
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, unit="step", dynamic_ncols=True,
-               desc=f"{n} x {stack.arch}")
-    logs = [open(p / METRICS_FILE, "a") if p is not None else None for p in paths]
-    recs: list[dict[str, Any]] = [{} for _ in range(n)]
-    window = LossWindow(cfg.steps)
-    t0, tokens0, mid_step = time.perf_counter(), tokens, False
-    try:
-        with sigint_deferred(any(p is not None for p in paths)) as stop:
-            if step in eval_steps:  # resumed at an evaluation step: its evaluation may not have finished
-                evaluate(step)
-            while step < cfg.steps:
-                if stop.requested:
-                    raise TrainingStopped(stop.signum)
-                try:
-                    xs = [next(it) for it in streams]
-                except StopIteration:
-                    warnings.warn(f"the activation stream ran out after {step} steps (of {cfg.steps})", stacklevel=2)
-                    break
-                x = (torch.stack(xs) if per_member else xs[0]).to(device, non_blocking=True)
-                if same_scale and scales[0] != 1.0:
-                    x = x * scales[0]
-                elif not same_scale:
-                    x = x * scale_t
-                lr = lr_at(step, cfg)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                with autocast(cfg.autocast, device):
-                    out_ = forward(x)
-                    lo = stack.loss(x, out_)
-                if (check_each_step or (step + 1) % cfg.log_every == 0) and not bool(torch.isfinite(lo.loss).all()):
-                    _diverged(step, lo, lr, save, check_each_step)
-                window.add(step, lo.loss)
-                mid_step = True
-                sae_update(stack, opt, lo.loss.sum(), clip, x, out_)
-                step += 1
-                tokens += x.shape[-2]
-                l0_control.control_step(stack, ctl, step, x, out_.codes)
-                mid_step = False
-                logged = None
-                if step % cfg.log_every == 0 or step == cfg.steps or step == 1:
-                    recs = logged = [{**step_record(step, tokens, lr, x, out_, lo, stack, cfg, t0, tokens0, member=i),
-                                      **l0_control.log_fields(ctl, i)} for i in range(n)]
-                    if step == cfg.steps:  # the last records carry the convergence columns
-                        for i, r in enumerate(recs):
-                            r.update(window.summary(i))
-                    bar.set_postfix(loss=f"{sum(r['loss'] for r in recs) / n:.4g}",
-                                    l0=f"{sum(r['l0'] for r in recs) / n:.1f}", refresh=False)
-                    for log, rec in zip(logs, recs):
-                        if log is not None:
-                            log.write(json.dumps(rec) + "\n")
-                            log.flush()
-                if step in eval_steps:
-                    evaluate(step)
-                elif cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-                    save(step)
-                bar.update(1)
-                out_ = lo = None
-                if callback is not None:
-                    callback(step, logged)
-    except KeyboardInterrupt:
-        if not mid_step and any(p is not None for p in paths):
-            save(step)
-            print(f"geomsae train_stack: stopped at step {step}; checkpoints written (resume to continue)",
-                  file=sys.stderr)
-        raise
-    finally:
-        bar.close()
-        for log in logs:
-            if log is not None:
-                log.close()
-    save(step)
-    results = []
-    for i, final in enumerate(unstack_sae(stack)):
-        if scales[i] != 1.0:
-            fold_input_scale(final, scales[i])
-        if paths[i] is not None:
-            ckpt.save_sae(final, paths[i], extra={**metas[i], "step": step, "tokens": tokens})
-        results.append(TrainResult(final, step, tokens, scales[i], copy.copy(recs[i]), paths[i]))
-    return results
-
-
-def _diverged(step: int, lo: Any, lr: float, save: Callable[[int], None], state_is_good: bool) -> None:
-    """Raise NonFiniteLossError naming the members whose loss is not finite (after saving
-    every member's state before this step, when that state is known to be good)."""
-    bad = [i for i, v in enumerate(lo.loss.detach().tolist()) if not math.isfinite(v)]
-    if state_is_good:
-        save(step)
-    where = "; the state before this step is saved in each member's folder" if state_is_good else ""
-    raise NonFiniteLossError(f"the training loss of stack member(s) {bad} is not finite at step {step + 1} "
-                             f"(lr {lr:.3g}){where}. Lower the learning rate or check the activations.")
