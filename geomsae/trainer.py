@@ -43,6 +43,7 @@ from geomsae.train_utils import (
     LossWindow,
     TrainingStopped,
     autocast,
+    read_log,
     sae_update,
     sigint_deferred,
     step_record,
@@ -218,7 +219,18 @@ class Trainer:
                 if log is not None:
                     log.close()
         self._save(r.step)
+        self._recover_records()
         return self._finish()
+
+    def _recover_records(self) -> None:
+        """A run resumed after its last step (killed between its final checkpoint and the caller's use of the
+        result) trained nothing now: its last record is the one metrics.jsonl holds for this step."""
+        for i, p in enumerate(self.r.paths):
+            if self.recs[i] or p is None:
+                continue
+            logged = read_log(p / METRICS_FILE)
+            if logged and logged[-1].get("step") == self.r.step:
+                self.recs[i] = logged[-1]
 
     # ------------------------------------------------------------------ the named steps
     def _batch(self) -> Tensor | None:

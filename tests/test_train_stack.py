@@ -155,6 +155,25 @@ def test_interrupted_stack_resumes_to_the_uninterrupted_result(data, tmp_path, a
         assert [strip(x) for x in a] == [strip(x) for x in b]
 
 
+def test_a_stack_resumed_after_its_last_step_returns_its_last_records(data, tmp_path):
+    """Killed between its final checkpoint and the caller's use of the results: resumed, it trains nothing and
+    its results carry the last records of metrics.jsonl (dead_last_batch, the loss trend), as the first call's."""
+    X, X2 = data
+    specs = [{"arch": "relu_l1", "d_sae": 64, "lam": l} for l in (0.05, 0.2)]
+    kw = dict(steps=40, checkpoint_every=20, log_every=5)
+    outs = [tmp_path / "a", tmp_path / "b"]
+    first = train_stack(specs, [X, X2], cfg(**kw), seeds=[0, 1], outs=outs)
+    steps_run = []
+    again = train_stack(specs, [X, X2], cfg(**kw), seeds=[0, 1], outs=outs, resume=True,
+                        callback=lambda step, rec: steps_run.append(step))
+    assert steps_run == []
+    for f, a in zip(first, again):
+        assert {"dead_last_batch", "loss_rel_change"} <= set(a.metrics)
+        assert {k: v for k, v in a.metrics.items() if k != "tokens_per_s"} == \
+               {k: v for k, v in f.metrics.items() if k != "tokens_per_s"}
+        assert all(torch.equal(f.sae.state_dict()[k], v) for k, v in a.sae.state_dict().items())
+
+
 def test_stacked_module_forward_loss_and_grads_match_the_members():
     torch.manual_seed(0)
     x = torch.randn(32, 16)
