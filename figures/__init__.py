@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from geomsae.study.cost import CPU_GEMM_FLOPS
+
 FIGURES_DIR = Path(__file__).resolve().parent
 
 
@@ -101,7 +103,7 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
             aside = _set_aside(run)
             print(f"figures: moved the earlier {run} to {aside}", file=sys.stderr)
         if not quick:
-            est = starvation.planned_flops(cfg) / 85e9 / 3600
+            est = starvation.planned_flops(cfg) / CPU_GEMM_FLOPS / 3600
             print(f"figures: training the {cfg.preset} preset ({est:.1f} h at the roofline, about 6x that on 2 "
                   "CPU cores); use --quick for the quick preset", file=sys.stderr)
         starvation.run(cfg)

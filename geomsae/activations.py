@@ -50,10 +50,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geomsae import lm, text
+from geomsae import durable, lm, text
 from geomsae.data import MANIFEST, sha256_file
 from geomsae.durable import check_out_folder
-from geomsae.shards import _write_json_atomic, write_manifest, write_shard_file
+from geomsae.shards import write_manifest, write_shard_file
 
 PROGRESS = "progress.json"
 TIMING = "timing.json"
@@ -182,7 +182,8 @@ class _Progress:
         self.save()
 
     def save(self) -> None:
-        _write_json_atomic(self.path, {"config": self.identity, "shards": self.shards, "threshold": self.threshold})
+        durable.write_json(self.path, {"config": self.identity, "shards": self.shards, "threshold": self.threshold},
+                           indent=1)
 
     @property
     def n_tokens(self) -> int:
@@ -276,8 +277,8 @@ def harvest(cfg: HarvestConfig, out: str | Path, *, model: Any = None, tokenizer
     rate = (prog.n_tokens - start_tokens) / max(wall, 1e-9)
     print(f"geomsae harvest: {prog.n_tokens} tokens in {len(prog.shards)} shards ({rate:,.0f} tokens/s this run)",
           file=sys.stderr)
-    _write_json_atomic(out / TIMING, {"tokens_this_run": prog.n_tokens - start_tokens, "wall_s": round(wall, 1),
-                                      "tokens_per_s": round(rate, 1)})
+    durable.write_json(out / TIMING, {"tokens_this_run": prog.n_tokens - start_tokens, "wall_s": round(wall, 1),
+                                      "tokens_per_s": round(rate, 1)}, indent=1)
     return _finish(out, cfg, prog, model, exhausted=exhausted)
 
 

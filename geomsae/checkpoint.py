@@ -34,6 +34,9 @@ import torch
 from torch import Tensor
 
 from geomsae import durable
+from geomsae.data import sha256_file
+from geomsae.saes import ARCHS, config_class, fold_input_scale
+from geomsae.version import __version__
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -44,14 +47,10 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def _version() -> str:
-    import geomsae
-
-    return geomsae.__version__
+    return __version__
 
 
 def _sha256(path: Path) -> str:
-    from geomsae.data import sha256_file
-
     return sha256_file(path)
 
 
@@ -144,8 +143,6 @@ def read_cfg(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _build_cfg(arch: str, fields: dict[str, Any], where: str) -> Any:
-    from geomsae.saes import config_class
-
     cls = config_class(arch)  # ValueError naming an unknown arch
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
@@ -164,8 +161,6 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu", *, ver
     checkpoint (cfg.json key ``pending_input_scale``) has its dataset scale folded in unless
     ``fold=False``, so a loaded SAE always takes raw activations.
     """
-    from geomsae.saes import fold_input_scale
-
     path = Path(path)
     doc = read_cfg(path)
     arch = doc["arch"]
@@ -180,7 +175,6 @@ def load_sae(path: str | os.PathLike, device: str | torch.device = "cpu", *, ver
         warnings.warn(f"{str(path / CFG_FILE)!r} records no sae_sha256: {str(weights)!r} cannot be checked "
                       "for corruption", stacklevel=2)
     state, _ = _load_tensors(weights)
-    from geomsae.saes import ARCHS
 
     # built on the meta device: no memory and no random init until the shapes are checked
     with torch.random.fork_rng(devices=[]), torch.device("meta"):

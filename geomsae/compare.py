@@ -31,7 +31,7 @@ from geomsae import metrics
 from geomsae.saes.base import per_token_scale
 from geomsae.calibration import calibrate_lam1
 from geomsae.solvers import Solver
-from geomsae.solvers._validate import prepare
+from geomsae.solvers.problem import prepare
 from geomsae.solvers.objective import gap_terms, kkt_residual
 
 

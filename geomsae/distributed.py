@@ -45,6 +45,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomsae.data import ChunkedSource
+
 
 class Context:
     """The process group of a data-parallel run: this rank, the world size, and the collectives."""
@@ -151,8 +153,6 @@ def local_device(name: str) -> str:
 def shard_source(src: Any, ctx: Context) -> Any:
     """Rank ``ctx.rank``'s part of a finite source: its contiguous 1/W of the tokens (for a shard
     folder whose shards split evenly, its own shards). Raises for a one-shot stream."""
-    from geomsae.data import ChunkedSource
-
     if not isinstance(src, ChunkedSource):
         raise ValueError(f"data-parallel training needs a finite source (array, file or shard folder), "
                          f"not {src!r}")

@@ -36,6 +36,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomsae.metrics import FIRE_REL
+from geomsae.saes import ARCHS
+from geomsae.saes.stacking import StackedConfig
+
 PENALTY_FIELD: dict[str, str] = {"relu_l1": "lam", "gated": "lam", "jumprelu": "lam", "en": "lam1",
                                  "adaptive_lasso": "lam1", "aen": "lam1"}
 """The config field a target L0 adjusts, per architecture (jumprelu: its L0 coefficient)."""
@@ -57,8 +61,6 @@ def folded_batch_l0(sae: Any, x: Tensor, codes: Tensor) -> list[float]:
     :param x: (B, d_in) or, for a stack, (B, d_in) shared or (S, B, d_in) per member, as trained on.
     :param codes: (B, d_sae) or (S, B, d_sae).
     """
-    from geomsae.metrics import FIRE_REL
-
     with torch.no_grad():
         norms = sae.W_dec.norm(dim=-2)  # (d_sae,) or (S, d_sae): column norms
         xs = x.float()
@@ -143,15 +145,11 @@ def make_controller(sae: Any, cfg: Any, targets: Sequence[float | None] | None =
 
 
 def _arch(sae: Any) -> str:
-    from geomsae.saes import ARCHS
-
     return next(name for name, cls in ARCHS.items() if type(sae) is cls)
 
 
 def apply(sae: Any, ctl: L0Controller) -> None:
     """Write the controller's λ1 into the SAE's config (each member's for a stack), where the loss reads it."""
-    from geomsae.saes.stacking import StackedConfig
-
     field = controlled_field(_arch(sae))
     if sae.n_stack:
         sae.cfg = StackedConfig([m if t is None else dataclasses.replace(m, **{field: lam})

@@ -169,10 +169,6 @@ class FileShard(Shard):
 
 # --------------------------------------------------------------------------- writing
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    durable.write_json(path, obj, indent=1)
-
-
 def write_shard_file(folder: str | os.PathLike, index: int, x: np.ndarray, *, dtype: str = "float16",
                      fmt: str = "npy") -> dict[str, Any]:
     """Write ``x`` (n, d_in) as shard number ``index`` of ``folder``; return its manifest entry.
@@ -205,7 +201,7 @@ def write_manifest(folder: str | os.PathLike, d_in: int, dtype: str, shards: lis
     manifest = {"format": "geomsae-activations", "version": 1, "d_in": int(d_in), "dtype": dtype,
                 "n_tokens": sum(s["n_tokens"] for s in shards), "shards": shards, "metadata": metadata or {}}
     path = Path(folder) / MANIFEST
-    _write_json_atomic(path, manifest)
+    durable.write_json(path, manifest, indent=1)
     return path
 
 

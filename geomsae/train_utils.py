@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geomsae import durable
+from geomsae import durable, metrics
+from geomsae.data import ChunkedSource, open_source
+from geomsae.saes import ARCHS, BaseSAE, SAEConfig, make
 from geomsae.saes.base import per_token_scale
 from geomsae.train_config import TrainConfig
 
@@ -44,6 +46,12 @@ def input_stats(batches: Iterator[Tensor] | list[Tensor], n_tokens: int, per_tok
     return total / n, vec / n
 
 
+def mean_activation(src: Any, n_tokens: int = 262_144, batch: int = 8192) -> Tensor:
+    """(d_in,) float32 mean of a source's first ``n_tokens`` activations in stored order (float64 sums; the
+    mean-ablation value of the real-model runs)."""
+    return input_stats(src.batches(batch, shuffle=False, epochs=1), n_tokens)[1].float()
+
+
 def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_tokens: int) -> float:
     """s = √(d_in / mean‖x‖²) over the first ``n_tokens`` rows of ``batches`` (float64 sums)."""
     return math.sqrt(d_in / input_stats(batches, n_tokens)[0])
@@ -51,8 +59,6 @@ def estimate_input_scale(batches: Iterator[Tensor] | list[Tensor], d_in: int, n_
 
 def build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
     """An SAE from an instance, an SAEConfig, or a mapping {"arch": ..., **fields}."""
-    from geomsae.saes import ARCHS, BaseSAE, SAEConfig, make
-
     if isinstance(spec, BaseSAE):
         sae = spec
     else:
@@ -257,7 +263,6 @@ def check_resume(saved: dict[str, Any], cfg: TrainConfig, spec: Any, doc: dict[s
             got = tuple(got) if got is not None else got
         if got != want:
             raise ValueError(f"cannot resume from {str(where)!r}: {name} == {want!r}, the checkpoint has {got!r}")
-    from geomsae.saes import BaseSAE
 
     if isinstance(spec, BaseSAE):
         arch, fields = spec.arch, dataclasses.asdict(spec.cfg)
@@ -278,8 +283,6 @@ def step_record(step: int, tokens: int, lr: float, x: Tensor, out: Any, lo: Any,
                 cfg: TrainConfig, t0: float, tokens0: int, member: int | None = None) -> dict[str, Any]:
     """The metrics.jsonl record of a step; for a stack, that of ``member`` (its slice of
     x when x is per member, of the outputs, losses and dead-latent trackers)."""
-    from geomsae import metrics
-
     def pick(t: Tensor) -> Tensor:
         return t if member is None else t[member]
 
@@ -309,8 +312,6 @@ def open_stream(src: Any, cfg: TrainConfig, start_step: int, *, stats: bool,
     A finite source is probed with a second pass over at most one epoch; a one-shot stream is
     read ahead and its head put back in front of the iterator.
     """
-    from geomsae.data import ChunkedSource
-
     if isinstance(src, ChunkedSource) and cfg.batch_size > src.n_tokens:
         raise ValueError(f"batch_size == {cfg.batch_size}, must be <= the {src.n_tokens} tokens of {src.name}")
     finite_epochs = isinstance(src, ChunkedSource) or getattr(src, "_factory", None) is not None
@@ -338,8 +339,6 @@ def start_b_dec(source: Any, cfg: TrainConfig) -> Tensor:
     normalised where ``input_norm='per_token'``. A member of a stack reads its stream with
     ``data_seed`` = its seed when the members have their own sources (:func:`geomsae.train_stack.train_stack`).
     """
-    from geomsae.data import open_source
-
     src = open_source(source)
     if cfg.b_dec_init == "zeros":
         return torch.zeros(src.d_in)
@@ -352,7 +351,6 @@ def source_fingerprint(src: Any, rows: int = 1024) -> str | None:
     (recorded in checkpoints so that a resume on other activations is noticed); None for a stream."""
     import hashlib
 
-    from geomsae.data import ChunkedSource
 
     if not isinstance(src, ChunkedSource):
         return None

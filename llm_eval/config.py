@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geomsae.activations import HarvestConfig
-from geomsae.study import StudySettings
+from geomsae.study import ARMS, StudySettings
+from geomsae.study.curves import eval_steps
 
 
 @dataclass
@@ -125,9 +126,6 @@ class LLMStarvationConfig(StudySettings):
         if isinstance(self.curve_tokens, bool) or not isinstance(self.curve_tokens, int) or self.curve_tokens < 0:
             raise ValueError(f"curve_tokens == {self.curve_tokens!r}, must be an integer >= 0")
         if self.curve_tokens:
-            from geomsae.study import ARMS
-            from geomsae.study.curves import eval_steps
-
             eval_steps(self.curve_steps, self.curve_points)  # checks the points
             bad = sorted(set(self.curve_arms) - set(ARMS)) + sorted(set(self.curve_all_seeds) - set(self.curve_arms))
             if not self.curve_arms or bad:
@@ -226,3 +224,9 @@ PRESETS: dict[str, LLMStarvationConfig] = {
 
 def replace(cfg: LLMStarvationConfig, **kw: object) -> LLMStarvationConfig:
     return dataclasses.replace(cfg, **kw)
+
+
+def n_expected(cfg: LLMStarvationConfig) -> int:
+    """Evaluation points of a whole long run (llm_eval.long): points × long runs."""
+    runs = sum(len(cfg.curve_seeds) if a in cfg.curve_all_seeds else 1 for a in cfg.curve_arms)
+    return runs * len(cfg.curve_points)

@@ -16,7 +16,8 @@ from typing import Any
 
 from geomsae.study.curves import GROWTH_TOL, eval_steps, still_growing
 from geomsae.study.tables import read_csv, write_csv
-from llm_eval.config import LLMStarvationConfig
+from llm_eval import plots
+from llm_eval.config import LLMStarvationConfig, n_expected
 
 CURVES = "curves.csv"
 HEAD = ["arm", "seed", "param", "value", "point", "step", "tokens_seen"]
@@ -28,12 +29,6 @@ def columns(cfg: LLMStarvationConfig) -> list[str]:
     """Columns of curves.csv, in order."""
     return [*HEAD, *METRICS, *(f"dead_at_{w}" for w in sorted(cfg.eval_windows)), "dense_fraction_001",
             "l0_raw", "dead_fraction_raw", "shrinkage", *CE, "eval_time_s", "hparams"]
-
-
-def n_expected(cfg: LLMStarvationConfig) -> int:
-    """Evaluation points of the whole run: points × long runs."""
-    runs = sum(len(cfg.curve_seeds) if a in cfg.curve_all_seeds else 1 for a in cfg.curve_arms)
-    return runs * len(cfg.curve_points)
 
 
 def write_curves(cfg: LLMStarvationConfig, curves: dict[tuple, dict[str, Any]]) -> Path:
@@ -140,8 +135,6 @@ def load(cfg: LLMStarvationConfig) -> dict[tuple, dict[str, Any]]:
 
 def report(cfg: LLMStarvationConfig, figures_dir: str | Path | None = None) -> list[Path]:
     """summary.md and the curve figure from curves.csv; marks timing.json final when complete."""
-    from llm_eval import plots
-
     curves = load(cfg)
     if not curves:
         return []

@@ -1,6 +1,6 @@
 """The planned cost of a long-run preset (``--estimate-only``; docs/method.md §7.7).
 
-Training: tokens × 10·d_in·d_sae FLOPs per SAE (the dense roofline of one step, docs/FACTS) ÷
+Training: tokens × 10·d_in·d_sae FLOPs per SAE (the dense roofline of one step, geomsae.study.cost) ÷
 a measured FLOP rate; the harvest: tokens ÷ a measured harvest rate. The rates are read from a
 committed ``timing.json`` — this preset's own once it has run, else the smollm2-cpu run's
 (same model and layer, so its harvest rate applies; its training rate, measured at d_sae 2304
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 
-from geomsae.study.cost import train_flops_per_token
+from geomsae.study.cost import CPU_GEMM_FLOPS, train_flops_per_token
 from llm_eval.config import PRESETS, LLMStarvationConfig
+from llm_eval.long import long_members, sweep_config
 
 D_IN = {"smollm2-135m": 576}
 """Residual width of the named models (others: read from the harvested cache when present)."""
-FALLBACK_FLOPS = 85e9
-"""fp32 GEMM rate of the 2-core machine (docs/FACTS), used when no run has been timed."""
+FALLBACK_FLOPS = CPU_GEMM_FLOPS
+"""fp32 GEMM rate of the 2-core machine (:data:`geomsae.study.cost.CPU_GEMM_FLOPS`), used when no run has been timed."""
 
 
 def _d_in(cfg: LLMStarvationConfig) -> int:
@@ -49,13 +50,11 @@ def rates(cfg: LLMStarvationConfig) -> tuple[float, float, str]:
             flops = None
         if h and flops:
             return float(h), float(flops), f"{path} ({c.preset})"
-    return 1_454.0, FALLBACK_FLOPS, "docs/FACTS (no timing.json found)"
+    return 1_454.0, FALLBACK_FLOPS, "geomsae.study.cost.CPU_GEMM_FLOPS (no timing.json found)"
 
 
 def estimate(cfg: LLMStarvationConfig) -> str:
     """Lines stating the planned tokens, FLOPs and hours of the run."""
-    from llm_eval.long import long_members, sweep_config
-
     d_in = _d_in(cfg)
     harvest_rate, flops, src = rates(cfg)
     per_tok = train_flops_per_token(d_in, cfg.d_sae)

@@ -29,15 +29,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from geomsae.data import open_source
+from geomsae.fidelity import lm_fidelity
 from geomsae.study import ARMS, Member
+from geomsae.study.arms import arm_fields, arm_spec, hparams_json
 from geomsae.study.curves import eval_steps
 from geomsae.study.evaluation import evaluation_row
 from geomsae.study.stack import stacks, train_config
 from geomsae.study.sweep import bracketing_pair, round_lambda
-from geomsae.study.arms import arm_fields, arm_spec, hparams_json
+from geomsae.study.tables import read_csv
+from geomsae.train_stack import train_stack
+from geomsae.train_utils import mean_activation
+from llm_eval import curve_report
 from llm_eval.config import LLMStarvationConfig
-
 from llm_eval.curve_report import CURVES  # the evaluation rows, one per run and point
+from llm_eval.runner import Runner
 
 TIMING_EVERY = 25
 """Training steps between writes of timing.json (a stack's steps and seconds, the total wall time)."""
@@ -83,8 +89,6 @@ class LongRunner:
     set it on the class as a staticmethod)."""
 
     def __init__(self, cfg: LLMStarvationConfig) -> None:
-        from llm_eval.starvation import Runner
-
         self.cfg = cfg
         self.res, self.out = cfg.results_dir, cfg.out_dir
         self.base = Runner(sweep_config(cfg))
@@ -97,8 +101,6 @@ class LongRunner:
         if (self.res / "timing.json").exists():
             self.timing = json.loads((self.res / "timing.json").read_text())
         if (self.res / CURVES).exists():
-            from geomsae.study.tables import read_csv
-
             for r in read_csv(self.res / CURVES):
                 self.curves[(r["arm"], int(r["seed"]), int(r["point"]))] = r
 
@@ -134,15 +136,11 @@ class LongRunner:
         (self.res / "timing.json").write_text(json.dumps(self.timing, indent=2) + "\n")
 
     def _write(self) -> None:
-        from llm_eval import curve_report
-
         curve_report.write_curves(self.cfg, self.curves)
         curve_report.write_summary(self.cfg, self.curves, self.timing)
 
     # ------------------------------------------------------------------ one stack
     def train(self, stack: list[Member], eval_acts: Path, acts: Path, fidelity: Callable[[Any], dict[str, float]]) -> None:
-        from geomsae.train_stack import train_stack
-
         cfg = self.cfg
         settings = dataclasses.replace(cfg, steps=cfg.curve_steps)
         tcfg = train_config(settings, data_seed=cfg.data_seed, log_every=max(1, cfg.curve_steps // 50),
@@ -221,18 +219,13 @@ class LongRunner:
             self._save_timing()
             if self.curves:
                 self._write()
-        from llm_eval import curve_report
 
         curve_report.report(cfg)
         return self.res
 
     def _fidelity(self, acts: Path) -> Callable[[Any], dict[str, float]]:
         """CE loss recovered (against zero and mean ablation) and KL of one SAE spliced into the model."""
-        from geomsae.data import open_source
-        from geomsae.fidelity import lm_fidelity
-        from llm_eval.starvation import _mean_activation
-
-        mean = _mean_activation(open_source(acts))
+        mean = mean_activation(open_source(acts))
         ctx = self.base.ce_contexts()
         abl = self.base.ablations(ctx, mean)
 
@@ -245,14 +238,9 @@ class LongRunner:
         return fidelity
 
 
-def main(cfg: LLMStarvationConfig, *, report_only: bool = False, estimate_only: bool = False) -> int:
-    from llm_eval import curve_report
-
-    if estimate_only:
-        from llm_eval.estimate import estimate
-
-        print(estimate(cfg))
-        return 0
+def main(cfg: LLMStarvationConfig, *, report_only: bool = False) -> int:
+    """The long runs (or, with ``report_only``, their summary from curves.csv); ``--estimate-only`` is
+    :func:`llm_eval.estimate.estimate`, dispatched by :func:`llm_eval.starvation.main`."""
     if report_only:
         for path in curve_report.report(cfg):
             print(path)

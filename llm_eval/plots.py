@@ -10,6 +10,7 @@ import numpy as np
 
 from geomsae.study.plotstyle import arm_colors, hist_panel, line_style, pyplot, save
 from geomsae.study.tables import read_csv
+from llm_eval.config import n_expected
 
 FIGURES: list[tuple[str, str]] = [
     ("llm_starvation_vs_l0.png", "Real model: dead fraction, FVU and CE loss recovered (mean ablation) of every SAE "
@@ -108,14 +109,8 @@ def curves_figure(cfg: Any, out_dir: str | Path | None = None) -> Path:
     axes[-1].set_yscale("log")
     axes[-1].axhline(cfg.curve_l0, color="grey", lw=0.8, ls=":")  # the L0 the knobs were picked for
     axes[0].legend(fontsize=8)
-    partial = "" if len(rows) >= _n_expected(cfg) else f" (PARTIAL: {len(rows)} points)"
+    partial = "" if len(rows) >= n_expected(cfg) else f" (PARTIAL: {len(rows)} points)"
     fig.suptitle(f"{cfg.preset}: starvation over training{partial}")
     out = Path(out_dir) if out_dir is not None else Path(cfg.results_dir)
     out.mkdir(parents=True, exist_ok=True)
     return save(fig, out / CURVE_FIGURE[0])
-
-
-def _n_expected(cfg: Any) -> int:
-    from llm_eval.curve_report import n_expected
-
-    return n_expected(cfg)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from geomsae.study import Claim, Study, write_report
-from geomsae.study.verdicts import NONINFERIORITY_FVU
 from geomsae.study.report import md_table, pm
+from geomsae.study.verdicts import NONINFERIORITY_FVU
 from llm_eval.plots import FIGURES
 
 CLAIMS: tuple[Claim, ...] = (

@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomsae.train import TrainConfig, train
 from proofs_check._common import Check, info, upper
 from proofs_check.jacobian import FD_TOL, jacobian_checks
+from synthetic import spiked
 
 ARCHS = {  # SAE-unit penalties (inputs scaled to E‖x‖² = d_in while training)
     "aen": dict(lam1=5e-3, lam2=1e-3, beta=0.99, warmup_steps=60, ramp_steps=60),
@@ -40,8 +42,6 @@ ARCHS = {  # SAE-unit penalties (inputs scaled to E‖x‖² = d_in while traini
 
 def train_sae(arch: str, X: np.ndarray, m: int, seed: int, steps: int = 300) -> Any:
     """A small SAE of ``arch`` trained on X (N, n) (raw space: the dataset scale folded in)."""
-    from geomsae.train import TrainConfig, train
-
     tc = TrainConfig(steps=steps, batch_size=128, lr=5e-3, lr_warmup_steps=10, seed=seed, log_every=steps,
                      checkpoint_every=0, progress=False, input_scale_tokens=min(len(X), 65_536))
     return train({"arch": arch, "d_sae": m, **ARCHS[arch]}, X.astype(np.float32), tc).sae.eval()
@@ -99,7 +99,6 @@ def run(cfg: Any, progress: bool = True) -> tuple[list[Check], dict[str, Any]]:
     """Train aen / en / relu_l1 SAEs on spiked data at each ρ of cfg.rhos (< 0.99) and compare."""
     from tqdm.auto import tqdm
 
-    from synthetic import spiked
 
     checks: list[Check] = []
     rows: list[dict[str, Any]] = []

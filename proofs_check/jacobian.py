@@ -32,7 +32,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from proofs_check._common import Check, code_err, exact, gain, info, upper
+from proofs_check._common import Check, code_err, exact, gain, info, planted_X, upper
+from synthetic import spiked
 
 # Relative tolerance of finite differences against the closed form (solver codes are exact
 # to ~1e-13 after polishing; differences over steps of 1e-5‖x‖ lose ~5 digits at worst).
@@ -215,9 +216,7 @@ def run(cfg: Any, progress: bool = True) -> tuple[list[Check], dict[str, Any]]:
     """Finite-difference Jacobians over ρ × λ2 (λ2 = 0 is the lasso) on spiked dictionaries."""
     from tqdm.auto import tqdm
 
-    from synthetic import spiked
 
-    from proofs_check._common import planted_X
 
     checks: list[Check] = []
     rows: list[dict[str, Any]] = []

@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from geomsae.solvers import duality_gap, objective
-from proofs_check._common import Check, code_err, exact, info, lower, upper
+from proofs_check._common import Check, code_err, exact, info, lower, planted_X, upper
 from proofs_check.jacobian import active_piece, weights_row
+from proofs_check.lipschitz import pilot_weights
+from synthetic import spiked
 
 # Relative tolerance of "ratio = 1/σ_min" inside a piece.
 LOCAL_TOL = 1e-6
@@ -200,10 +202,7 @@ def run(cfg: Any, progress: bool = True) -> tuple[list[Check], dict[str, Any]]:
     then duplicates and grouping on one dictionary. Returns (checks, rows for report/figures)."""
     from tqdm.auto import tqdm
 
-    from synthetic import spiked
 
-    from proofs_check._common import planted_X
-    from proofs_check.lipschitz import pilot_weights
 
     checks: list[Check] = []
     rows: list[dict[str, Any]] = []

@@ -36,8 +36,22 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from proofs_check._common import Check, Solved, code_err, equicorrelated, exact, fit_err, gain, info, spectral_norm, upper
+from geomsae.solvers import aen_solve
+from proofs_check._common import (
+    Check,
+    Solved,
+    code_err,
+    equicorrelated,
+    exact,
+    fit_err,
+    gain,
+    info,
+    planted_X,
+    spectral_norm,
+    upper,
+)
 from proofs_check.jacobian import active_piece, weights_row
+from synthetic import spiked
 
 
 def spec_bound(D: np.ndarray, lam2: float) -> float:
@@ -227,8 +241,6 @@ def two_stage_ratio(D: np.ndarray, X: np.ndarray, *, lam1: float, lam2: float, r
     """Worst ‖Δz‖/‖Δx‖ of the two-stage AEN (weights recomputed from each input by an EN
     pilot, :func:`geomsae.solvers.aen_solve`) over random perturbations of relative size
     ``rel``. Not covered by the statement (w depends on x); reported for information."""
-    from geomsae.solvers import aen_solve
-
     U = rng.standard_normal(X.shape)
     U /= np.linalg.norm(U, axis=1, keepdims=True)
     X2 = X + rel * np.linalg.norm(X, axis=1, keepdims=True) * U
@@ -241,9 +253,7 @@ def run(cfg: Any, progress: bool = True) -> tuple[list[Check], dict[str, Any]]:
     attainment witnesses. Returns (every check, table rows for the report and figures)."""
     from tqdm.auto import tqdm
 
-    from synthetic import spiked
 
-    from proofs_check._common import planted_X
 
     jobs = []
     for rho in cfg.rhos:

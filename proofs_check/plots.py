@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from proofs_check.support_recovery import METHODS
+
 
 def _plt() -> Any:
     import matplotlib
@@ -104,8 +106,6 @@ def _jacobian(res: Any, path: Path) -> None:
 
 
 def _phase(res: Any, path: Path) -> None:
-    from proofs_check.support_recovery import METHODS
-
     plt = _plt()
     cells = [c for c in res.data["support_recovery"]["cells"] if c["noise"] == 0 and c["mag_low"] == 1.0]
     rhos = sorted({c["rho"] for c in cells})
@@ -128,8 +128,6 @@ def _phase(res: Any, path: Path) -> None:
 
 
 def _confusion(res: Any, path: Path) -> None:
-    from proofs_check.support_recovery import METHODS
-
     plt = _plt()
     cells = res.data["support_recovery"]["cells"]
     fig, axes = plt.subplots(1, len(METHODS), figsize=(3.4 * len(METHODS), 3.6))

@@ -14,8 +14,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from proofs_check import amortised, jacobian, lasso_instability, lipschitz, support_recovery
+from proofs_check import (
+    amortised,
+    jacobian,
+    lasso_instability,
+    lipschitz,
+    support_recovery,
+)
 from proofs_check._common import TIGHT, Check, Config, fmt, single_thread, verdict
+from proofs_check.plots import plot_all
 
 STATEMENTS = (
     ("lipschitz", "Global Lipschitz bound of the exact EN/AEN map (fixed w) and the 1-Lipschitz fit", lipschitz),
@@ -243,7 +250,5 @@ FIGURES: list[tuple[str, str]] = [
 def make_figures(out_dir: str | Path, quick: bool = False, results: Results | None = None) -> list[Path]:
     """Draw every figure of :data:`FIGURES` into ``out_dir`` (running the checks unless
     ``results`` are given); returns the paths written."""
-    from proofs_check.plots import plot_all
-
     res = results if results is not None else run_all(Config.quick() if quick else Config(), quick=quick)
     return plot_all(res, Path(out_dir), [f for f, _ in FIGURES])

@@ -39,6 +39,7 @@ import numpy as np
 
 from geomsae.solvers import adaptive_weights
 from proofs_check._common import Check, exact, upper
+from synthetic import spiked
 
 # Margin below which a case counts as a numerical tie (relative to max|z_S| for the sign
 # condition and to w_j for dual feasibility).
@@ -139,7 +140,6 @@ def run(cfg: Any, progress: bool = True) -> tuple[list[Check], dict[str, Any]]:
     sweeps at k = cfg.pdw_k_sweep, for the four methods. Returns (checks, cells)."""
     from tqdm.auto import tqdm
 
-    from synthetic import spiked
 
     cells = [(rho, k, 0.0, 1.0) for rho in cfg.pdw_rhos for k in cfg.pdw_ks]
     cells += [(rho, cfg.pdw_k_sweep, nz, ml) for rho in cfg.pdw_rhos for nz in cfg.pdw_noise for ml in cfg.pdw_mag_lows

@@ -28,8 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from geomsae.compare import CompareConfig, compare_sae
+from geomsae.compare_report import markdown_table, write_reports
 from geomsae.config_cli import parse_config
 from geomsae.study import ARMS, Member
+from geomsae.study.plotstyle import pyplot, save
+from geomsae.study.stack import train_members
+from geomsae.study.tables import read_csv
+from synthetic import starvation
 
 FIGURE = ("compare_arms.png", "Encoder vs exact map on the spiked model (ρ = 0.9, quick sizes): per-latent firing "
           "frequency under the exact solution of each SAE's own objective (x) against under its encoder (y), dead "
@@ -59,9 +65,6 @@ class CompareArmsConfig:
 
 def knob_values(cfg: CompareArmsConfig) -> dict[str, tuple[float, str]]:
     """arm -> (knob value, where it came from)."""
-    from geomsae.study.tables import read_csv
-    from synthetic import starvation
-
     scfg = starvation.PRESETS[cfg.starvation_preset]
     path = scfg.out_dir / "matched.csv"
     matched = read_csv(path) if path.exists() else []
@@ -91,10 +94,6 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[Any]]:
     """Train, compare, write the reports and the figure; returns (out folder, reports)."""
     import torch
 
-    from geomsae.compare import CompareConfig, compare_sae
-    from geomsae.compare_report import write_reports
-    from geomsae.study.stack import train_members
-    from synthetic import starvation
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -121,8 +120,6 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[Any]]:
 
 def table(reps: list[Any], knobs: dict[str, tuple[float, str]], cfg: CompareArmsConfig) -> str:
     """The markdown table of compare_arms.md: each arm's knob and where it came from, then the comparison."""
-    from geomsae.compare_report import markdown_table
-
     lines = [f"# Encoder vs exact map, spiked model ρ = {cfg.rho:g}, seed {cfg.seed} "
              f"(`python -m synthetic.compare_arms --rho {cfg.rho:g} --seed {cfg.seed}`)", ""]
     for r in reps:
@@ -132,8 +129,6 @@ def table(reps: list[Any], knobs: dict[str, tuple[float, str]], cfg: CompareArms
 
 
 def draw(reps: list[Any], path: Path, cfg: CompareArmsConfig) -> Path:
-    from geomsae.study.plotstyle import pyplot, save
-
     plt = pyplot()
     fig, axes = plt.subplots(2, len(reps), figsize=(3.4 * len(reps), 6.4), squeeze=False)
     for j, rep in enumerate(reps):

@@ -25,6 +25,7 @@ from typing import Any
 from geomsae.config_cli import OneLineErrors
 from geomsae.study.agreement import KINDS, agree
 from geomsae.study.doubling import RULES, converged_at, doubling_pairs
+from geomsae.study.plotstyle import pyplot, save
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
 from geomsae.study.verdicts import LABELS, MIN_EFFECT
@@ -119,8 +120,6 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
 
 def figure(runs: list[dict[str, Any]], path: Path) -> Path:
     """Share of each label (defined comparisons) against steps, one panel per claim."""
-    from geomsae.study.plotstyle import pyplot, save
-
     plt = pyplot()
     claims = list(dict.fromkeys(v["claim"] for r in runs for v in r["verdicts"]))
     ncols = min(3, len(claims))

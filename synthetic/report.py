@@ -22,6 +22,7 @@ from typing import Any
 from geomsae.study import Claim, Study
 from geomsae.study.matched import mean_std
 from geomsae.study.report import pm
+from geomsae.study.stack import arm_settings
 from geomsae.study.verdicts import NONINFERIORITY_FVU
 from geomsae.train_utils import unconverged
 from synthetic.plots import FIGURES
@@ -55,8 +56,6 @@ def describe(cfg: Any, rows: list[dict[str, Any]]) -> list[str]:
 
 def _lengths(cfg: Any) -> str:
     """'N steps', or each arm's steps where they differ (arm_steps)."""
-    from geomsae.study.stack import arm_settings
-
     by = {a: arm_settings(cfg, a).steps for a in cfg.arms}
     if len(set(by.values())) == 1:
         return f"{cfg.steps} steps"

@@ -44,8 +44,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from geomsae import metrics
 from geomsae.config_cli import OneLineErrors
 from geomsae.config_cli import parse_config as parse_dataclass
+from geomsae.metrics import outlier_severity
 from geomsae.study import (
     ARMS,
     Cell,
@@ -55,12 +57,16 @@ from geomsae.study import (
     tables,
     train_and_evaluate,
     train_round,
+    write_report,
 )
-from geomsae.study.cost import train_flops_per_token
-from geomsae.study.stack import train_config
+from geomsae.study.cost import CPU_GEMM_FLOPS, train_flops_per_token
+from geomsae.study.stack import train_config, train_members
+from geomsae.train_utils import resolve_device, start_b_dec
+from synthetic import authors, plots
 from synthetic.config import PRESETS, StarvationConfig
+from synthetic.generators import spiked, spiked_dictionary
 from synthetic.report import STUDY
-
+from synthetic.stream import SpikedStream
 
 CELL_KEYS = ("rho",)
 EXTRA_COLUMNS = [*tables.EVAL_METRICS, *tables.TRUE_DICT_METRICS, *tables.TRUE_CODE_METRICS,
@@ -92,8 +98,6 @@ def make_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, see
 
     ``float_jitter`` > 0 multiplies each training element by (1 + float_jitter·ε), ε ~ N(0, 1) drawn
     from its own generator (seeded by ``seed``), so the held-out data and the truth are unchanged."""
-    from synthetic.generators import spiked
-
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_train + n_eval, seed=seed)
     x = torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32))
     z_eval = d.codes[n_train:].toarray().astype(np.float32)
@@ -120,9 +124,6 @@ def stream_data(n: int, m: int, k: int, rho: float, n_train: int, n_eval: int, s
     chunks of ``chunk`` rows, drawn by torch on ``device`` when given): the held-out samples, the truth and D are
     ``spiked(n_samples=n_eval, seed)``, the training samples fresh draws on that D. Other numbers than
     :func:`make_data`'s, from the same model."""
-    from synthetic.generators import spiked
-    from synthetic.stream import SpikedStream
-
     d = spiked(n=n, m=m, k=k, rho=rho, n_samples=n_eval, seed=seed)
     return Data(SpikedStream(d.dictionary, k, n_train, seed, chunk, device=device),
                 torch.from_numpy(np.ascontiguousarray(d.activations, dtype=np.float32)),
@@ -153,8 +154,6 @@ def synthetic_train_config(cfg: StarvationConfig) -> Any:
 def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
     """Support precision / recall / F1 of the Hungarian-matched atoms, a latent in the support where it fires
     by the folded rule (z_j‖d_j‖ > FIRE_REL · RMS(x), docs/method.md §3), as everywhere else."""
-    from geomsae import metrics
-
     sae = sae.cpu()
     with torch.no_grad():
         folded = sae.encode(data.x_eval) * sae.W_dec.norm(dim=0)
@@ -169,9 +168,6 @@ def centering_columns(data: Data, tcfg: Any, seed: int) -> dict[str, float]:
     arXiv 2605.31518), and ``gamma_start``, the same data's γ about the decoder bias the SAE started from
     (:func:`geomsae.train_utils.start_b_dec` on the member's own training stream): γ for a zero start, near 0
     for a mean start."""
-    from geomsae.metrics import outlier_severity
-    from geomsae.train_utils import start_b_dec
-
     b0 = start_b_dec(data.x_train, dataclasses.replace(tcfg, seed=seed, data_seed=seed))
     return {"gamma": outlier_severity(data.x_eval), "gamma_start": outlier_severity(data.x_eval, b0)}
 
@@ -334,12 +330,8 @@ def run(cfg: StarvationConfig) -> Path:
 
 def report(cfg: StarvationConfig) -> list[Path]:
     """matched.csv, verdicts.csv, summary.md and the figures from results.csv in cfg.out_dir."""
-    from geomsae.study import write_report
-    from synthetic import plots
-
     write_report(cfg.out_dir, cfg, STUDY)
     if cfg.preset.startswith("authors"):  # their spiked table beside ours (synthetic/authors.py)
-        from synthetic import authors
 
         authors.main([str(cfg.out_dir)])
     return plots.make_all(cfg.out_dir, cfg)
@@ -347,8 +339,6 @@ def report(cfg: StarvationConfig) -> list[Path]:
 
 def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[str, float]:
     """Time ``steps`` steps of a stack of ``members`` aen SAEs at the preset's sizes; extrapolate."""
-    from geomsae.study.stack import train_members
-
     torch.set_num_threads(1)
     x = torch.randn(steps * cfg.batch_size, cfg.n)
     stack = [Member("aen", (0.0,), s, cfg.lam_aen) for s in range(min(members, cfg.stack_size))]
@@ -362,12 +352,10 @@ def estimate(cfg: StarvationConfig, steps: int = 20, members: int = 4) -> dict[s
     out = {"s_per_step": per_step, "s_per_run": per_step * run_steps / n_runs, "runs_max": n_runs,
            "hours_one_worker": per_step * run_steps / 3600,
            "hours_all_workers": per_step * run_steps / 3600 / cfg.workers,
-           "roofline_hours": planned_flops(cfg) / 85e9 / 3600,
+           "roofline_hours": planned_flops(cfg) / CPU_GEMM_FLOPS / 3600,
            # in memory per cell: the training samples (unless streamed), the held-out samples and their codes
            "data_gb_per_cell": ((0 if cfg.stream_chunk else n_train * cfg.n) + cfg.n_eval * (cfg.n + cfg.m)) * 4 / 1e9}
     if cfg.stream_chunk:  # the time to draw one cell's stream once (each stack draws its cells' streams once)
-        from synthetic.generators import spiked_dictionary
-        from synthetic.stream import SpikedStream
 
         device = cfg.device if cfg.stream_on_device else None
         D = spiked_dictionary(np.random.default_rng(0), cfg.n, cfg.m, 0.5, False)
@@ -388,7 +376,7 @@ def _runs_per_cell(cfg: StarvationConfig, arm: str) -> int:
 
 def planned_flops(cfg: StarvationConfig) -> float:
     """FLOPs of training every SAE of ``cfg`` (the sweep's maximum): Σ_arms runs × its steps × batch × 10·n·m
-    (FACTS.md)."""
+    (:mod:`geomsae.study.cost`)."""
     run_steps = sum(_runs_per_cell(cfg, a) * cfg.steps_for(a) for a in cfg.arms) * len(cfg.rhos) * len(cfg.seeds)
     return float(run_steps) * cfg.batch_size * train_flops_per_token(cfg.n, cfg.m)
 
@@ -410,7 +398,6 @@ def parse_config(argv: list[str] | None = None) -> tuple[StarvationConfig, argpa
 
 def main(argv: list[str] | None = None) -> int:
     cfg, ns = parse_config(argv)
-    from geomsae.train_utils import resolve_device
 
     try:  # before anything is drawn or trained
         resolve_device(cfg.device)

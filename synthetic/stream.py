@@ -29,7 +29,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from geomsae.data import ActivationSource
+from geomsae.data import ActivationSource, check_batch_args
+from synthetic.generators import spiked_samples
 
 STREAM_TAG = 0x57E4
 """Second word of every chunk's generator seed (keeps the chunks apart from ``default_rng(seed)``)."""
@@ -109,8 +110,6 @@ class SpikedStream(ActivationSource):
         if not 0 <= c < n_chunks:
             raise IndexError(f"chunk {c} out of range [0, {n_chunks})")
         if c not in self._cache:
-            from synthetic.generators import spiked_samples
-
             rows = min(self.chunk, self.n_tokens - c * self.chunk)
             if self._Dt is not None:
                 x = torch_chunk(self._Dt, self.k, rows, chunk_seed(self.seed, c), self.mag_low, self.mag_high,
@@ -143,8 +142,6 @@ class SpikedStream(ActivationSource):
                 start_batch: int = 0, drop_last: bool = False) -> Iterator[torch.Tensor]:
         """Consecutive (batch_size, n) batches from row ``start_batch · batch_size`` on; an epoch repeats the
         same samples, and a batch never spans two epochs (the last one of an epoch may be shorter)."""
-        from geomsae.data import check_batch_args
-
         check_batch_args(batch_size, epochs, start_batch)
         per_epoch = -(-self.n_tokens // batch_size) if not drop_last else self.n_tokens // batch_size
         if per_epoch == 0:

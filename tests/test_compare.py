@@ -18,7 +18,7 @@ from geomsae.compare import CompareConfig, compare_sae
 from geomsae.compare_report import write_reports
 from geomsae.saes import make
 from geomsae.solvers import solve
-from geomsae.solvers._validate import prepare
+from geomsae.solvers.problem import prepare
 from geomsae.solvers.objective import gap_terms, kkt_residual
 
 

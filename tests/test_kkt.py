@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from geomsae.solvers._validate import prepare
+from geomsae.solvers.problem import prepare
 from geomsae.solvers.objective import gap_terms, kkt_residual
 
 

@@ -13,7 +13,7 @@ from tests.tiny_lm import save_tiny, write_text
 
 from geomsae.study.curves import eval_steps, still_growing  # noqa: E402
 from llm_eval import curve_report, long, starvation  # noqa: E402
-from llm_eval.config import PRESETS, LLMStarvationConfig  # noqa: E402
+from llm_eval.config import PRESETS, LLMStarvationConfig, n_expected  # noqa: E402
 from geomsae.study.tables import read_csv  # noqa: E402
 
 CFG = PRESETS["tiny-long"]
@@ -139,7 +139,7 @@ def test_partial_marking_from_curves(full_run, tmp_path):
     lines = (base / "results" / "curves.csv").read_text().splitlines()
     (res / "curves.csv").write_text("\n".join(lines[:-2]) + "\n")
     cfg, _ = starvation.parse_config(_argv(model, corpus, tmp_path / "out", res))
-    assert curve_report.n_expected(cfg) == 20
+    assert n_expected(cfg) == 20
     curve_report.report(cfg)
     assert (res / "summary.md").read_text().startswith("# PARTIAL: 18 of 20 evaluation points")
     (res / "curves.csv").write_text("\n".join(lines) + "\n")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from geomsae.solvers import screen, solve, solve_cvxpy
-from geomsae.solvers._validate import prepare
+from geomsae.solvers.problem import prepare
 from geomsae.solvers.fast import Context
 from geomsae.solvers.working_set import WorkingSetConfig, newton_on_block, solve_working_set
 from tests.conftest import planted, random_dict, spiked_dict

@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="compare trained SAEs' encoders with the exact solver", description=__doc__)
+def add_parser(sub: argparse._SubParsersAction, name: str, summary: str) -> None:
+    p = sub.add_parser(name, help=summary, description=__doc__)
     p.add_argument("runs", nargs="+", metavar="RUN", help="SAE folders (cfg.json + sae.safetensors)")
     p.add_argument("--data", required=True, metavar="PATH",
                    help="activations: .npy (tokens, d_in), .safetensors or a shard folder")

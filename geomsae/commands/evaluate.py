@@ -18,8 +18,8 @@ from geomsae.commands.common import format_table, tune_malloc
 from geomsae.durable import check_file_out
 
 
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="evaluate a trained SAE on activations", description=__doc__.splitlines()[0],
+def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=summary, description=__doc__.splitlines()[0],
                               allow_abbrev=False)
     p.add_argument("sae", metavar="DIR", help="SAE folder (cfg.json + sae.safetensors), e.g. a train --out")
     p.add_argument("--data", required=True, metavar="PATH", help="activations: .npy, .safetensors or a shard folder")

@@ -18,8 +18,8 @@ from typing import Any
 from geomsae.interop import ExportConfig
 
 
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="write a trained SAE as a SAELens or sparsify folder",
+def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=summary,
                               description=__doc__, allow_abbrev=False)
     p.add_argument("sae", metavar="RUN", help="SAE folder (cfg.json + sae.safetensors), e.g. a train --out")
     p.add_argument("--out", required=True, metavar="DIR", help="new folder to write (must not exist or be empty)")

@@ -12,13 +12,14 @@ The folder is what ``geomsae train --data`` and ``geomsae eval --data`` read.
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from geomsae.activations import HarvestConfig
 
 
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="harvest LM activations into a sharded cache", description=__doc__,
+def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=summary, description=__doc__,
                               allow_abbrev=False)
     p.add_argument("--out", required=True, metavar="DIR", help="cache folder (created; resumed if cut short)")
     p.add_argument("--no-resume", dest="resume", action="store_false",
@@ -29,8 +30,6 @@ def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from geomsae.activations import harvest
 
     out = harvest(args.cfg, args.out, resume=args.resume)

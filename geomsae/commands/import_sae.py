@@ -18,8 +18,8 @@ from typing import Any
 from geomsae.interop import ImportConfig
 
 
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, help="read a SAELens or sparsify SAE folder into a geomsae SAE folder",
+def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, help=summary,
                               description=__doc__, allow_abbrev=False)
     p.add_argument("src", metavar="DIR", help="SAELens folder (cfg.json + sae_weights.safetensors) or sparsify "
                    "folder (cfg.json + sae.safetensors)")

@@ -182,7 +182,7 @@ def _load_npy(path: str, what: str) -> np.ndarray:
     return a
 
 
-def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="exact sparse codes with certified duality gaps (try --demo)", description=__doc__)
+def add_parser(sub: argparse._SubParsersAction, name: str, summary: str) -> None:
+    p = sub.add_parser(name, help=summary, description=__doc__)
     p.add_arguments(SolveConfig, dest="cfg")
     p.set_defaults(run=run)

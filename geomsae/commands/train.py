@@ -137,8 +137,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> Any:
     return run
 
 
-def add_parser(subparsers: Any, name: str) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(name, parser_class=TrainParser, help="train an SAE on activations",
+def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(name, parser_class=TrainParser, help=summary,
                               description=__doc__.splitlines()[0], allow_abbrev=False)
     _add_run_options(p)
     p.add_arguments(TrainConfig, dest="train")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from geomsae.checkpoint import load_sae, save_sae
 from geomsae.interop import saelens, sparsify
 from geomsae.interop.folders import (
     EXPORT_FORMAT,
@@ -35,6 +36,7 @@ from geomsae.interop.folders import (
     write_tensors,
 )
 from geomsae.interop.raw import INFERENCE, RawSAE, from_raw, to_raw
+from geomsae.version import __version__
 
 FOREIGN_ARCH = {"relu": "relu_l1", "topk": "topk", "jumprelu": "jumprelu", "gated": "gated"}
 """Inference kind of a folder written elsewhere → the geomsae architecture it imports as."""
@@ -75,18 +77,14 @@ class ImportConfig:
 
 
 def _geomsae_block(sae: Any, s: float, rest: dict[str, Any]) -> dict[str, Any]:
-    import geomsae
-
     fields = {k: v for k, v in dataclasses.asdict(sae.cfg).items() if k not in _COMMON}
     return {"format": EXPORT_FORMAT, "arch": sae.arch, "cfg": fields, "input_scale": s,
-            "geomsae_version": geomsae.__version__, "state_file": STATE_FILE if rest else None}
+            "geomsae_version": __version__, "state_file": STATE_FILE if rest else None}
 
 
 def export_sae(sae: Any, out: str | os.PathLike, cfg: ExportConfig | None = None) -> Path:
     """Write ``sae`` (a geomsae SAE folder or a loaded single SAE) into the new folder ``out``
     in ``cfg.format``; returns ``out``. ``out`` must not exist or be empty."""
-    from geomsae.checkpoint import load_sae
-
     cfg = cfg or ExportConfig()
     out = check_out_folder(out)
     if isinstance(sae, (str, os.PathLike)):
@@ -161,8 +159,6 @@ def import_sae(path: str | os.PathLike, out: str | os.PathLike, cfg: ImportConfi
     """Write the SAELens or sparsify folder ``path`` as a geomsae SAE folder ``out`` (new or empty),
     for ``geomsae eval`` and ``geomsae compare``; cfg.json key ``imported_from`` records its
     provenance and whether its penalty is known. Returns ``out``."""
-    from geomsae.checkpoint import save_sae
-
     out = check_out_folder(out)
     sae, info = read_foreign(path, cfg)
     with staged_folder(out) as tmp:

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from geomsae.saes import ARCHS, config_class
+
 INFERENCE = {"relu_l1": "relu", "en": "relu", "adaptive_lasso": "relu", "aen": "relu", "topk": "topk",
              "jumprelu": "jumprelu", "batchtopk": "jumprelu", "gated": "gated"}
 """Architecture → the inference function it computes (every geomsae architecture has one)."""
@@ -71,8 +73,6 @@ def from_raw(raw: RawSAE, arch: str, cfg_fields: dict[str, Any], s: float = 1.0,
     """The geomsae SAE ``arch`` with config ``cfg_fields`` (besides d_in, d_sae, input_norm)
     computing ``raw``'s inference; ``s`` the input scale to restore (codes multiplied back by s)
     and ``state`` extra geomsae tensors (e.g. a sidecar's EMA) to load."""
-    from geomsae.saes import ARCHS, config_class
-
     if INFERENCE.get(arch) != raw.kind:
         raise ValueError(f"arch {arch!r} cannot hold a {raw.kind!r} SAE")
     if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from geomsae.solvers._validate import _as_tensor, check_finite, check_lams
+from geomsae.solvers.problem import as_tensor, check_finite, check_lams
 from geomsae.solvers.fast import SolverResult, solve
 
 
@@ -22,7 +22,7 @@ def adaptive_weights(z_pilot: Any, *, gamma: float = 1.0, eps: float = 1e-6) -> 
         raise ValueError(f"gamma == {gamma!r}, must be a finite number > 0")
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps == {eps!r}, must be a finite number > 0")
-    t = _as_tensor("z_pilot", z_pilot, device=z_pilot.device if isinstance(z_pilot, Tensor) else None)
+    t = as_tensor("z_pilot", z_pilot, device=z_pilot.device if isinstance(z_pilot, Tensor) else None)
     check_finite("z_pilot", t)
     w = (t.abs() + eps).pow(-gamma)
     if isinstance(z_pilot, Tensor):

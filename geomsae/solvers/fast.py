@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from geomsae.solvers._validate import Problem, check_tol, prepare, prepare_codes, to_output
+from geomsae.solvers.problem import Problem, check_tol, prepare, prepare_codes, to_output
 from geomsae.solvers.objective import gap_terms
 from geomsae.solvers.working_set import solve_working_set
 

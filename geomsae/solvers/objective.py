@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geomsae.solvers._validate import Problem, prepare, prepare_codes, to_output
+from geomsae.solvers.problem import Problem, prepare, prepare_codes, to_output
 
 
 def primal_from_residual(R: Tensor, Z: Tensor, prob: Problem) -> Tensor:

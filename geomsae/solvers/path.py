@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 
-from geomsae.solvers._validate import check_tol, prepare
+from geomsae.solvers.problem import check_tol, prepare
 from geomsae.solvers.fast import Context, SolverResult, make_result, solve_with_context
 
 

@@ -1,4 +1,5 @@
-"""Input checking and conversion shared by every public solver entry point.
+"""The validated sparse-coding problem (:class:`Problem`, built by :func:`prepare`) and the input checks and
+conversions shared by every public solver entry point.
 
 All solvers work internally in float64 torch tensors on the input's device; results are
 handed back in the caller's array type (numpy in → numpy out, torch in → torch out on the
@@ -56,7 +57,7 @@ class Problem:
         return Problem(self.Y[sel], self.D, self.lam1, self.lam2, W, self.nonneg, False, self.as_numpy, self.out_dtype)
 
 
-def _as_tensor(name: str, a: Any, device: Any = None) -> Tensor:
+def as_tensor(name: str, a: Any, device: Any = None) -> Tensor:
     if isinstance(a, Tensor):
         t = a.detach()
     elif isinstance(a, np.ndarray) or np.isscalar(a) or isinstance(a, (list, tuple)):
@@ -113,8 +114,8 @@ def prepare(
         raise TypeError(f"nonneg must be a bool, got {nonneg!r}")
     as_numpy = not isinstance(X, Tensor)
     out_dtype = X.dtype if isinstance(X, Tensor) else torch.from_numpy(np.zeros(0, dtype=np.asarray(X).dtype)).dtype
-    Xt = _as_tensor("X", X)
-    Dt = _as_tensor("D", D, device=Xt.device)
+    Xt = as_tensor("X", X)
+    Dt = as_tensor("D", D, device=Xt.device)
     if Dt.ndim != 2:
         raise ValueError(f"D has shape {tuple(Dt.shape)}, must be 2-D (n, m) with atoms as columns")
     n, m = Dt.shape
@@ -134,7 +135,7 @@ def prepare(
         j = int(torch.nonzero(norms < MIN_COLUMN_NORM)[0])
         raise ValueError(f"D column {j} has norm {norms[j].item():.3g}: zero atoms are not allowed (norm must be >= {MIN_COLUMN_NORM})")
     if bias is not None:
-        bt = _as_tensor("bias", bias, device=Xt.device)
+        bt = as_tensor("bias", bias, device=Xt.device)
         if bt.shape != (n,):
             raise ValueError(f"bias has shape {tuple(bt.shape)}, must be (n,) = ({n},)")
         check_finite("bias", bt)
@@ -144,7 +145,7 @@ def prepare(
     if weights is None:
         W = torch.ones(1, m, dtype=torch.float64, device=Xt.device)
     else:
-        W = _as_tensor("weights", weights, device=Xt.device)
+        W = as_tensor("weights", weights, device=Xt.device)
         shape = tuple(W.shape)
         if W.ndim == 1:
             W = W[None]
@@ -158,7 +159,7 @@ def prepare(
 
 def prepare_codes(name: str, Z: Any, prob: Problem) -> Tensor:
     """Check a code array (B, m) or (m,) against ``prob`` and convert it to float64."""
-    Zt = _as_tensor(name, Z, device=prob.Y.device)
+    Zt = as_tensor(name, Z, device=prob.Y.device)
     if Zt.ndim == 1:
         Zt = Zt[None]
     if Zt.shape != (prob.B, prob.m):

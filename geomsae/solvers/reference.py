@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from geomsae.solvers._validate import prepare
+from geomsae.solvers.problem import prepare
 from geomsae.solvers.fast import SolverResult
 from geomsae.solvers.objective import gap_terms
-from geomsae.solvers._validate import to_output
+from geomsae.solvers.problem import to_output
 
 # cvxpy refuses problems this large in a sensible time; the fast solver is for those.
 MAX_REFERENCE_SIZE = 5_000_000

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from geomsae.solvers._validate import Problem, prepare, prepare_codes, to_output
+from geomsae.solvers.problem import Problem, prepare, prepare_codes, to_output
 from geomsae.solvers.objective import dual_scale, gap_terms
 
 # Relative slack added to the gap before the test, so rounding in a float64 gap of ~1e-16

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from geomsae.solvers._validate import Problem
+from geomsae.solvers.problem import Problem
 from geomsae.solvers.objective import dual_from_residual, dual_scale, primal_from_residual
 from geomsae.solvers.screening import safe_keep
 

@@ -7,6 +7,11 @@ encoder weight gradient 2, all times d_in·d_sae.
 
 from __future__ import annotations
 
+CPU_GEMM_FLOPS = 85e9
+"""fp32 GEMM rate the plans assume on the 2-core development machine (AMD EPYC, torch, 2 threads,
+(4096×512)@(512×4096): medians of 86–100 GFLOP/s measured across sessions; README "Performance" has the
+side-by-side runs). A plan that has timed its own runs (timing.json) uses that rate instead."""
+
 
 def train_flops_per_token(d_in: int, d_sae: int) -> float:
     """FLOPs of one training token of one SAE of shape (d_in, d_sae), dense decoder: 10·d_in·d_sae."""

@@ -6,16 +6,21 @@ change of what it returns is an edit of :func:`evaluation_row` alone.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-import math
-
-from geomsae.study.tables import CORE_METRICS, EVAL_METRICS, TRAIN_METRICS, TRUE_CODE_METRICS, TRUE_DICT_METRICS
+from geomsae.evaluate import evaluate
+from geomsae.metrics import chance_corrected
+from geomsae.study.tables import (
+    CORE_METRICS,
+    EVAL_METRICS,
+    TRAIN_METRICS,
+    TRUE_CODE_METRICS,
+    TRUE_DICT_METRICS,
+)
 
 
 def _cc(score: float | None, chance: float | None) -> float:
-    from geomsae.metrics import chance_corrected
-
     return math.nan if score is None or chance is None else chance_corrected(score, chance)
 
 
@@ -31,8 +36,6 @@ def evaluation_row(sae: Any, source: Any, *, windows: tuple[int, ...], true_dict
         scores}, and the log10 firing-frequency histogram counts (dead latents in bin 0). Firing is the
         folded rule of docs/method.md §3.
     """
-    from geomsae.evaluate import evaluate
-
     ev = evaluate(sae, source, true_dict=true_dict, true_codes=true_codes, windows=tuple(sorted(windows)),
                   device=device)
     row: dict[str, float] = {m: getattr(ev, m) for m in CORE_METRICS}

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 from geomsae.study.arms import ARMS, arm_fields, arm_spec, hparams_json
 from geomsae.study.evaluation import evaluation_row, training_row
+from geomsae.train_config import TrainConfig
+from geomsae.train_stack import train_stack
 
 
 class Member(NamedTuple):
@@ -91,8 +93,6 @@ def train_config(settings: Any, **overrides: Any) -> Any:
     device, autocast; inputs scaled to E‖x‖² = d_in (``input_norm='dataset'``, folded into the
     saved weights). ``overrides`` set any other field (logging, checkpoints, input_scale_tokens).
     """
-    from geomsae.train_config import TrainConfig
-
     kw: dict[str, Any] = dict(steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr,
                               lr_warmup_steps=max(1, settings.steps // 20), input_norm="dataset",
                               dead_window_tokens=settings.dead_window_tokens, device=settings.device,
@@ -107,8 +107,6 @@ def train_members(stack: Sequence[Member], settings: Any, *, d_sae: int, source:
 
     :param source: one activation source for every member, or a list with one per member.
     """
-    from geomsae.train_stack import train_stack
-
     archs = {ARMS[m.arm].arch for m in stack}
     if len(archs) != 1:
         raise ValueError(f"a stack holds one architecture, got {sorted(archs)}")
