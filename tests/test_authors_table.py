@@ -87,8 +87,8 @@ def test_cli(tmp_path, capsys):
 def test_figures_redraws_from_committed_rows_or_skips(tmp_path, monkeypatch):
     import figures
 
-    monkeypatch.setattr(figures, "AUTHORS_DIR", tmp_path / "none")
-    skipped = figures._register_builtins()
+    monkeypatch.setattr(figures.sources, "AUTHORS_DIR", tmp_path / "none")
+    skipped = figures.register_builtins()
     assert "results.csv is missing" in skipped["authors"] and "authors" not in figures.REGISTRY
     data = tmp_path / "authors"
     data.mkdir()
@@ -96,8 +96,8 @@ def test_figures_redraws_from_committed_rows_or_skips(tmp_path, monkeypatch):
         w = csv.DictWriter(f, fieldnames=list(ROWS[0]))
         w.writeheader()
         w.writerows(ROWS)
-    monkeypatch.setattr(figures, "AUTHORS_DIR", data)
-    monkeypatch.setattr(figures, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(figures.sources, "AUTHORS_DIR", data)
+    monkeypatch.setattr(figures.sources, "DATA_DIR", tmp_path)
     probe = tmp_path / figures.AUTHORS_VARIANTS[0][1]
     probe.mkdir()
     (probe / "results.csv").write_text((data / "results.csv").read_text().replace("0.975,0.55", "0.5,0.2"))

@@ -36,7 +36,7 @@ def test_build_writes_the_index_and_keeps_going_past_a_failure(tmp_path):
 
 
 def test_builtin_sources_are_registered():
-    figures._register_builtins()
+    figures.register_builtins()
     assert {"starvation", "compare_arms", "llm_eval", "proofs_check"} <= set(figures.REGISTRY)
 
 
@@ -68,20 +68,20 @@ def test_quick_goes_to_its_own_folder_and_skips_the_length_ablation():
     assert figures.default_out(True) == figures.FIGURES_DIR / "quick"
     assert figures.default_out(False) == figures.FIGURES_DIR
     assert figures.starvation_preset(True) == "quick" and figures.starvation_preset(False) == "standard"
-    skipped = figures._register_builtins(quick=True)
+    skipped = figures.register_builtins(quick=True)
     assert "length" in skipped and "length" not in figures.REGISTRY
-    figures._register_builtins(quick=False)
+    figures.register_builtins(quick=False)
     assert "length" in figures.REGISTRY
 
 
 def test_length_source_needs_two_committed_lengths(tmp_path, monkeypatch):
-    monkeypatch.setattr(figures, "DATA_DIR", tmp_path)
+    monkeypatch.setattr(figures.sources, "DATA_DIR", tmp_path)
     (tmp_path / "length_400").mkdir()
     (tmp_path / "length_400" / "verdicts.csv").write_text("claim,verdict\n")
     (tmp_path / "length_x").mkdir()  # not a length folder
     assert figures.length_folders() == [tmp_path / "length_400"]
     with pytest.raises(FileNotFoundError, match="fewer than 2 length runs"):
-        figures._length(tmp_path, quick=False)
+        figures.sources._length(tmp_path, quick=False)
 
 
 def test_set_aside_never_overwrites(tmp_path):
@@ -89,7 +89,7 @@ def test_set_aside_never_overwrites(tmp_path):
     for i in range(2):
         run.mkdir()
         (run / "results.csv").write_text(f"run {i}\n")
-        assert figures._set_aside(run) == tmp_path / f"starvation_quick.replaced-{i + 1}"
+        assert figures.sources._set_aside(run) == tmp_path / f"starvation_quick.replaced-{i + 1}"
     assert (tmp_path / "starvation_quick.replaced-1" / "results.csv").read_text() == "run 0\n"
     assert not run.exists()
 

@@ -155,7 +155,7 @@ def test_figures_draws_the_curves_from_csv_or_skips(full_run, tmp_path, monkeypa
 
     base, *_ = full_run
     monkeypatch.setitem(PRESETS, "smollm2-long", dataclasses.replace(CFG, results=str(tmp_path / "none")))
-    skipped = figures._register_builtins()
+    skipped = figures.register_builtins()
     assert "curves.csv is missing" in skipped["llm_long"] and "llm_long" not in figures.REGISTRY
     shutil.copytree(base / "results", tmp_path / "res")
     monkeypatch.setitem(PRESETS, "smollm2-long", dataclasses.replace(CFG, results=str(tmp_path / "res")))
