@@ -22,7 +22,8 @@ from llm_eval import plots as llm_plots
 from llm_eval import starvation as llm_starvation
 from llm_eval.config import PRESETS as LLM_PRESETS
 from synthetic import authors, centering, compare_arms, length, plots, starvation
-from synthetic.starvation import same_config
+from synthetic.budget import planned_flops
+from synthetic.resume import same_config
 
 
 def starvation_preset(quick: bool) -> str:
@@ -59,7 +60,7 @@ def _starvation(out_dir: Path, quick: bool, force: bool = False) -> list[Path]:
             aside = _set_aside(run)
             print(f"figures: moved the earlier {run} to {aside}", file=sys.stderr)
         if not quick:
-            est = starvation.planned_flops(cfg) / CPU_GEMM_FLOPS / 3600
+            est = planned_flops(cfg) / CPU_GEMM_FLOPS / 3600
             print(f"figures: training the {cfg.preset} preset ({est:.1f} h at the roofline, about 6x that on 2 "
                   "CPU cores); use --quick for the quick preset", file=sys.stderr)
         starvation.run(cfg)

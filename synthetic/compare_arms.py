@@ -35,7 +35,7 @@ from geomsae.study import ARMS, Member
 from geomsae.study.plotstyle import pyplot, save
 from geomsae.study.stack import train_members
 from geomsae.study.tables import read_csv
-from synthetic import starvation
+from synthetic import cells, starvation
 
 FIGURE = ("compare_arms.png", "Encoder vs exact map on the spiked model (ρ = 0.9, quick sizes): per-latent firing "
           "frequency under the exact solution of each SAE's own objective (x) against under its encoder (y), dead "
@@ -97,12 +97,12 @@ def run(cfg: CompareArmsConfig) -> tuple[Path, list[Any]]:
 
     scfg = starvation.PRESETS[cfg.starvation_preset]
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    data = starvation.make_data(scfg.n, scfg.m, scfg.k, cfg.rho, scfg.steps * scfg.batch_size, scfg.n_eval, cfg.seed)
+    data = cells.make_data(scfg.n, scfg.m, scfg.k, cfg.rho, scfg.steps * scfg.batch_size, scfg.n_eval, cfg.seed)
     knobs = knob_values(cfg)
     reps = []
     for arm, (value, _) in knobs.items():
         (res,), _ = train_members([Member(arm, (cfg.rho,), cfg.seed, value)], scfg, d_sae=scfg.m,
-                                  source=[data.x_train], tcfg=starvation.synthetic_train_config(scfg.for_arm(arm)))
+                                  source=[data.x_train], tcfg=cells.synthetic_train_config(scfg.for_arm(arm)))
         sae = res.sae.cpu().eval()
         rep = compare_sae(sae, data.x_eval[: cfg.n_tokens], CompareConfig(n_tokens=cfg.n_tokens, seed=cfg.seed))
         reps.append(dataclasses.replace(rep, name=arm))

@@ -10,7 +10,8 @@ import pytest
 
 from geomsae.study.agreement import agree, kind, readings_differ
 from synthetic import agreement as cli
-from synthetic.starvation import StarvationConfig, make_data
+from synthetic.cells import make_data
+from synthetic.config import StarvationConfig
 
 
 def row(claim="a", rho=0.0, target=4.0, other="topk", verdict="holds", effect=0.05, delta=0.01):

@@ -18,7 +18,7 @@ from geomsae.train import train
 from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
 from geomsae.train_utils import start_b_dec
-from synthetic import starvation
+from synthetic import budget, cells, resume, starvation
 from synthetic.starvation import PRESETS
 
 
@@ -128,10 +128,10 @@ def test_start_b_dec_is_where_the_solo_and_stacked_trainers_start(init):
 
 def test_the_synthetic_runner_records_gamma_about_each_start(tmp_path):
     base = dataclasses.replace(PRESETS["tiny"], rhos=(0.7,), seeds=(0,), arms=("topk",), out=str(tmp_path / "m"))
-    stack = [starvation.Member("topk", (0.7,), 0, 2)]
-    mean = starvation.train_stack_job(base, stack)[0].row
-    zeros = starvation.train_stack_job(dataclasses.replace(base, b_dec_init="zeros"), stack)[0].row
-    data = starvation.cell_data(base, 0.7, 0)
+    stack = [cells.Member("topk", (0.7,), 0, 2)]
+    mean = cells.train_stack_job(base, stack)[0].row
+    zeros = cells.train_stack_job(dataclasses.replace(base, b_dec_init="zeros"), stack)[0].row
+    data = cells.cell_data(base, 0.7, 0)
     assert mean["gamma"] == zeros["gamma"] == pytest.approx(outlier_severity(data.x_eval))
     assert zeros["gamma_start"] == pytest.approx(zeros["gamma"])  # nothing subtracted
     assert mean["gamma"] > 1.0 and mean["gamma_start"] < 0.2 * mean["gamma"]  # the spike's mean removed
@@ -141,20 +141,20 @@ def test_the_synthetic_runner_records_gamma_about_each_start(tmp_path):
 # --------------------------------------------------------------------------- designs extended on resume
 def test_rhos_and_seeds_may_grow_on_resume_and_never_shrink():
     cur = json.loads(json.dumps(dataclasses.asdict(PRESETS["tiny"])))
-    assert starvation.same_config(cur, {**cur, "rhos": [*cur["rhos"], 0.9]})
-    assert starvation.same_config(cur, {**cur, "seeds": [*cur["seeds"], 7]})
-    assert not starvation.same_config(cur, {**cur, "rhos": cur["rhos"][:1]})
-    assert not starvation.same_config(cur, {**cur, "seeds": [5, 6]})
-    assert not starvation.same_config(cur, {**cur, "l0_targets": [9.0]})
-    assert starvation.same_config(cur, {**cur, "arms": [*cur["arms"], "jumprelu"]})
-    assert starvation.same_config(cur, {**cur, "topk_ks": [*cur["topk_ks"], 99]})
-    assert not starvation.same_config(cur, {**cur, "arms": cur["arms"][:1]})
-    assert not starvation.same_config(cur, {**cur, "topk_ks": cur["topk_ks"][:1]})
+    assert resume.same_config(cur, {**cur, "rhos": [*cur["rhos"], 0.9]})
+    assert resume.same_config(cur, {**cur, "seeds": [*cur["seeds"], 7]})
+    assert not resume.same_config(cur, {**cur, "rhos": cur["rhos"][:1]})
+    assert not resume.same_config(cur, {**cur, "seeds": [5, 6]})
+    assert not resume.same_config(cur, {**cur, "l0_targets": [9.0]})
+    assert resume.same_config(cur, {**cur, "arms": [*cur["arms"], "jumprelu"]})
+    assert resume.same_config(cur, {**cur, "topk_ks": [*cur["topk_ks"], 99]})
+    assert not resume.same_config(cur, {**cur, "arms": cur["arms"][:1]})
+    assert not resume.same_config(cur, {**cur, "topk_ks": cur["topk_ks"][:1]})
     # an added arm may bring its own length; an arm already trained keeps its length
     grown = {**cur, "arms": [*cur["arms"], "topk"], "arm_steps": ["topk=30"]}
-    assert starvation.same_config(cur, grown)
-    assert not starvation.same_config(cur, {**grown, "arm_steps": ["topk=30", f"{cur['arms'][0]}=30"]})
-    assert not starvation.same_config(grown, {**grown, "arm_steps": []})
+    assert resume.same_config(cur, grown)
+    assert not resume.same_config(cur, {**grown, "arm_steps": ["topk=30", f"{cur['arms'][0]}=30"]})
+    assert not resume.same_config(grown, {**grown, "arm_steps": []})
 
 
 def test_a_run_extended_by_a_rho_keeps_its_saes_and_trains_only_the_new_cells(tmp_path):
@@ -200,7 +200,7 @@ def test_the_centering_preset_is_the_authors_design_with_both_topk_arms():
     assert set(cfg.arms) == {"aen", "adaptive_lasso", "en", "relu_l1", "topk", "topk_auxk"}
     assert cfg.rhos == (0.0, 0.3, 0.5, 0.7, 0.9) and len(cfg.seeds) >= 2 and cfg.l0_targets == (16.0,)
     assert cfg.stream_chunk and cfg.checkpoint_every  # fits in memory, resumes inside a stack
-    assert np.isclose(starvation.planned_flops(cfg), 220 * 5000 * 256 * 10 * 256 * 1024)
+    assert np.isclose(budget.planned_flops(cfg), 220 * 5000 * 256 * 10 * 256 * 1024)
 
 
 # --------------------------------------------------------------------------- the reading (synthetic.centering)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from geomsae.study import matched, verdicts
-from synthetic import report, starvation
+from synthetic import budget, cells, report, resume, starvation
 from synthetic.plots import FIGURES
 from synthetic.starvation import PRESETS, StarvationConfig, parse_config
 
@@ -90,9 +90,9 @@ def test_same_seed_same_csv(tiny_run, tmp_path):
     # (to float tolerance: batched products may sum in another order)
     small = dataclasses.replace(cfg, arms=("aen",), rhos=(0.7,), out=str(tmp_path / "b"))
     out2 = starvation.run(small)
-    want = [r for r in _without(out / "results.csv", set(starvation.TIMING_COLUMNS))
+    want = [r for r in _without(out / "results.csv", set(cells.TIMING_COLUMNS))
             if r[0] in ("arm", "aen") and r[2] in ("rho", "0.7")]
-    _close(_without(out2 / "results.csv", set(starvation.TIMING_COLUMNS)), want)
+    _close(_without(out2 / "results.csv", set(cells.TIMING_COLUMNS)), want)
     # and a full rerun is byte-identical except for train_time_s
     out3 = starvation.run(dataclasses.replace(cfg, out=str(tmp_path / "c")))
     assert _without(out3 / "results.csv", {"train_time_s"}) == _without(out / "results.csv", {"train_time_s"})
@@ -205,7 +205,7 @@ def test_arms_with_their_own_lengths_run_end_to_end(tmp_path):
 
 def test_killed_run_resumes_from_its_finished_stacks(tiny_run, tmp_path, monkeypatch):
     cfg, out = tiny_run
-    job, calls = starvation.train_stack_job, []
+    job, calls = cells.train_stack_job, []
 
     def dies_after_two(c, stack):
         if len(calls) == 2:
@@ -240,22 +240,22 @@ def test_run_refuses_a_folder_of_another_config(tiny_run, tmp_path):
 def test_same_config_reads_missing_fields_as_their_defaults():
     cur = json.loads(json.dumps(dataclasses.asdict(PRESETS["standard"])))
     old = {k: v for k, v in cur.items() if k != "float_jitter"}  # a config.json written before the field existed
-    assert starvation.same_config(old, cur)
-    assert not starvation.same_config(old, {**cur, "float_jitter": 1e-6})
-    assert not starvation.same_config({**cur, "steps": 1}, cur)
-    assert not starvation.same_config({**cur, "retired_field": 1}, cur)
+    assert resume.same_config(old, cur)
+    assert not resume.same_config(old, {**cur, "float_jitter": 1e-6})
+    assert not resume.same_config({**cur, "steps": 1}, cur)
+    assert not resume.same_config({**cur, "retired_field": 1}, cur)
     # where it was written and how many processes trained it do not change the results
-    assert starvation.same_config({**cur, "out": "runs/elsewhere", "workers": 1}, cur)
-    assert not starvation.same_config({**cur, "arm_steps": ["topk=8000"]}, cur)
+    assert resume.same_config({**cur, "out": "runs/elsewhere", "workers": 1}, cur)
+    assert not resume.same_config({**cur, "arm_steps": ["topk=8000"]}, cur)
 
 
 def test_float_jitter_in_chunks_equals_the_one_draw_reference(monkeypatch):
     import numpy as np
     import torch
 
-    monkeypatch.setattr(starvation, "_JITTER_ROWS", 7)  # several chunks, the last one short
-    plain = starvation.make_data(8, 16, 2, 0.5, 50, 20, 3)
-    jit = starvation.make_data(8, 16, 2, 0.5, 50, 20, 3, float_jitter=1e-3)
+    monkeypatch.setattr(cells, "_JITTER_ROWS", 7)  # several chunks, the last one short
+    plain = cells.make_data(8, 16, 2, 0.5, 50, 20, 3)
+    jit = cells.make_data(8, 16, 2, 0.5, 50, 20, 3, float_jitter=1e-3)
     eps = np.random.default_rng([3, 0x6A17]).standard_normal((50, 8))
     want = (plain.x_train.double() * torch.from_numpy(1.0 + 1e-3 * eps)).float()
     assert torch.equal(jit.x_train, want) and not torch.equal(jit.x_train, plain.x_train)
@@ -264,7 +264,7 @@ def test_float_jitter_in_chunks_equals_the_one_draw_reference(monkeypatch):
 
 def test_streamed_data_runs_end_to_end_on_the_held_out_truth(tmp_path):
     cfg = _tiny(tmp_path / "s", stream_chunk=500, rhos=(0.7,))
-    data = starvation.cell_data(cfg, 0.7, 0)
+    data = cells.cell_data(cfg, 0.7, 0)
     assert data.x_train.n_tokens == cfg.steps * cfg.batch_size and data.x_train.nbytes < 1e6
     import numpy as np
 
@@ -283,15 +283,15 @@ def test_streamed_data_runs_end_to_end_on_the_held_out_truth(tmp_path):
 
 def test_samples_drawn_on_the_device_train_as_well_and_differ_from_numpy(tmp_path):
     cfg = _tiny(tmp_path / "d", stream_chunk=500, rhos=(0.7,), arms=("aen",), stream_on_device=True)
-    host = starvation.cell_data(dataclasses.replace(cfg, stream_on_device=False), 0.7, 0)
-    dev = starvation.cell_data(cfg, 0.7, 0)
+    host = cells.cell_data(dataclasses.replace(cfg, stream_on_device=False), 0.7, 0)
+    dev = cells.cell_data(cfg, 0.7, 0)
     assert dev.x_train.device == torch.device("cpu") and host.x_train.device is None
     assert torch.equal(dev.x_eval, host.x_eval)  # the same held-out draw and truth; other training numbers
     assert not torch.equal(dev.x_train.rows(0, 100), torch.from_numpy(host.x_train.rows(0, 100)))
     rows = _rows(starvation.run(cfg) / "results.csv")
     assert min(float(r["fvu"]) for r in rows) < 0.3
     cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    assert not starvation.same_config({**cur, "stream_on_device": False}, cur)  # another design: no resume across
+    assert not resume.same_config({**cur, "stream_on_device": False}, cur)  # another design: no resume across
     with pytest.raises(ValueError, match="stream_on_device == True needs stream_chunk"):
         _tiny(tmp_path / "x", stream_on_device=True)
 
@@ -300,9 +300,9 @@ def test_checkpointed_stack_resumes_mid_training_to_the_same_results(tmp_path, m
     from geomsae import checkpoint as ckpt
 
     cfg = _tiny(tmp_path / "whole", rhos=(0.7,), seeds=(0,), checkpoint_every=20)
-    stack = [starvation.Member("aen", (0.7,), 0, 0.01), starvation.Member("aen", (0.7,), 0, 0.03)]
-    whole = starvation.train_stack_job(cfg, stack)
-    folders = starvation.stack_folders(cfg, stack)
+    stack = [cells.Member("aen", (0.7,), 0, 0.01), cells.Member("aen", (0.7,), 0, 0.03)]
+    whole = cells.train_stack_job(cfg, stack)
+    folders = cells.stack_folders(cfg, stack)
     assert all((f / "sae.safetensors").is_file() for f in folders)  # the final SAEs are kept
 
     cut = dataclasses.replace(cfg, out=str(tmp_path / "cut"))
@@ -317,35 +317,35 @@ def test_checkpointed_stack_resumes_mid_training_to_the_same_results(tmp_path, m
 
     monkeypatch.setattr(ckpt, "write_checkpoint", dies_after_step_20)
     with pytest.raises(KeyboardInterrupt):
-        starvation.train_stack_job(cut, stack)
+        cells.train_stack_job(cut, stack)
     later: list[int] = []
     monkeypatch.setattr(ckpt, "write_checkpoint", lambda path, step, *a, **kw: later.append(step) or real(path, step,
                                                                                                           *a, **kw))
-    resumed = starvation.train_stack_job(cut, stack)
+    resumed = cells.train_stack_job(cut, stack)
     assert min(later) == 40  # it went on from step 20, not from the start
     for a, b in zip(whole, resumed):
         ra = {k: v for k, v in a.row.items() if k != "train_time_s"}
         rb = {k: v for k, v in b.row.items() if k != "train_time_s"}
         assert ra == rb and a.hist == b.hist
-    other = starvation.stack_folders(cfg, stack[:1])  # another stack: other folders
+    other = cells.stack_folders(cfg, stack[:1])  # another stack: other folders
     assert other[0] != folders[0] and other[0].parent.parent == folders[0].parent.parent
     cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    assert starvation.same_config({**cur, "checkpoint_every": 0}, cur)
-    assert not starvation.same_config({**cur, "stream_chunk": 500}, cur)
+    assert resume.same_config({**cur, "checkpoint_every": 0}, cur)
+    assert not resume.same_config({**cur, "stream_chunk": 500}, cur)
 
 
 def test_a_design_whose_data_does_not_fit_is_refused_before_drawing(tmp_path):
     authors = PRESETS["authors"]
     in_memory = dataclasses.replace(authors, stream_chunk=0)
     # 50,000 × 256 + 65,536 rows × (16·256 + 12·16) bytes ≈ 51 GiB per worker: more than this machine has
-    assert starvation.data_peak_bytes(in_memory) == (50_000 * 256 + 65_536) * (16 * 256 + 12 * 16)
+    assert budget.data_peak_bytes(in_memory) == (50_000 * 256 + 65_536) * (16 * 256 + 12 * 16)
     with pytest.raises(MemoryError, match="--stream-chunk"):
-        starvation.check_memory(in_memory, available=24 * 2**30)
-    starvation.check_memory(authors, available=2**30)  # streamed: nothing to hold
-    starvation.check_memory(PRESETS["standard"], available=24 * 2**30)  # the committed design fits
+        budget.check_memory(in_memory, available=24 * 2**30)
+    budget.check_memory(authors, available=2**30)  # streamed: nothing to hold
+    budget.check_memory(PRESETS["standard"], available=24 * 2**30)  # the committed design fits
     with pytest.raises(MemoryError, match="2 worker"):
-        starvation.check_memory(PRESETS["standard"], available=2**30)
-    assert starvation.available_memory() is None or starvation.available_memory() > 0
+        budget.check_memory(PRESETS["standard"], available=2**30)
+    assert budget.available_memory() is None or budget.available_memory() > 0
 
 
 def test_a_resumed_run_may_raise_sweep_points_and_keeps_its_finished_saes(tiny_run, tmp_path):
@@ -353,8 +353,8 @@ def test_a_resumed_run_may_raise_sweep_points_and_keeps_its_finished_saes(tiny_r
 
     cfg, out = tiny_run
     cur = json.loads(json.dumps(dataclasses.asdict(cfg)))
-    assert starvation.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] + 2})
-    assert not starvation.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] - 1})
+    assert resume.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] + 2})
+    assert not resume.same_config(cur, {**cur, "sweep_points": cur["sweep_points"] - 1})
     more = dataclasses.replace(cfg, out=str(tmp_path / "more"), sweep_points=cfg.sweep_points + 2)
     shutil.copytree(out, tmp_path / "more")
     before = {(r["arm"], r["rho"], r["seed"], r["value"]): r for r in _rows(out / "results.csv")}
@@ -379,14 +379,14 @@ def test_a_gpu_preset_is_refused_in_one_line_without_a_gpu(capsys):
 def test_b_dec_init_reaches_the_trainer_and_changes_the_run(tmp_path):
     mean = _tiny(tmp_path / "m", rhos=(0.7,), seeds=(0,), arms=("topk",))
     zeros = dataclasses.replace(mean, b_dec_init="zeros", out=str(tmp_path / "z"))
-    assert starvation.synthetic_train_config(zeros).b_dec_init == "zeros"
-    assert starvation.synthetic_train_config(mean).b_dec_init == "mean"
-    stack = [starvation.Member("topk", (0.7,), 0, 2)]
-    a, b = starvation.train_stack_job(mean, stack)[0], starvation.train_stack_job(zeros, stack)[0]
+    assert cells.synthetic_train_config(zeros).b_dec_init == "zeros"
+    assert cells.synthetic_train_config(mean).b_dec_init == "mean"
+    stack = [cells.Member("topk", (0.7,), 0, 2)]
+    a, b = cells.train_stack_job(mean, stack)[0], cells.train_stack_job(zeros, stack)[0]
     assert a.row["fvu"] != b.row["fvu"]
     cur = json.loads(json.dumps(dataclasses.asdict(zeros)))
     old = {k: v for k, v in cur.items() if k != "b_dec_init"}  # a config written before the field: the mean
-    assert not starvation.same_config(old, cur) and starvation.same_config(old, {**cur, "b_dec_init": "mean"})
+    assert not resume.same_config(old, cur) and resume.same_config(old, {**cur, "b_dec_init": "mean"})
     with pytest.raises(ValueError, match="b_dec_init == 'median', must be 'mean' or 'zeros'"):
         dataclasses.replace(mean, b_dec_init="median")
 
@@ -399,6 +399,6 @@ def test_the_gpu_preset_is_one_round_sized_to_eight_minutes():
     assert cfg.bracket_points == cfg.sweep_points == 3 and cfg.topk_ks == (16,)
     assert len(plan(cfg, "aen", {}, True)) == 3 and plan(cfg, "aen", {1e-4: 20.0, 5e-4: 10.0, 2e-3: 1.0}, False) == []
     n_saes = len(cfg.rhos) * (4 * cfg.sweep_points + 1)
-    assert n_saes == 65 and starvation.planned_flops(cfg) == n_saes * 50_000 * 256 * 10 * 256 * 1024
-    assert starvation.planned_flops(cfg) / (0.4 * 790e12) <= 8 * 60  # at 40 % of an H200's bf16 peak
+    assert n_saes == 65 and budget.planned_flops(cfg) == n_saes * 50_000 * 256 * 10 * 256 * 1024
+    assert budget.planned_flops(cfg) / (0.4 * 790e12) <= 8 * 60  # at 40 % of an H200's bf16 peak
     assert cfg.stream_on_device and cfg.workers == len(cfg.arms)
