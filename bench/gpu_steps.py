@@ -6,7 +6,7 @@
     python bench/gpu_steps.py stack               # stacked sweep of 8 SAEs at 512 x 4096, bf16
     python bench/gpu_steps.py solver              # exact solver samples/s, n 512, m 4096
 
-A train step is the trainer's own (``geomsae.train_utils``: forward + loss under bf16 autocast,
+A train step is the trainer's own (``geomsae.training``: forward + loss under bf16 autocast,
 fp32 master weights, backward, clip, fused Adam, decoder renormalisation, state trackers) on a
 batch already on the device, timed with ``torch.cuda.synchronize``. Its fraction of the
 roofline uses the 10·d_in·d_sae FLOPs per token of ``geomsae.study.cost`` and ``--peak``
@@ -48,7 +48,8 @@ def roofline(args: argparse.Namespace) -> None:
 
 
 def _time_steps(sae, x, cfg, steps: int) -> float:
-    from geomsae.train_utils import autocast, make_adam, sae_update
+    from geomsae.training.runtime import autocast
+    from geomsae.training.step import make_adam, sae_update
 
     params = [p for p in sae.parameters() if p.requires_grad]
     opt = make_adam(params, cfg)
@@ -71,7 +72,7 @@ def _time_steps(sae, x, cfg, steps: int) -> float:
 
 def train(args: argparse.Namespace) -> None:
     from geomsae.saes import make
-    from geomsae.train_config import TrainConfig
+    from geomsae.training.config import TrainConfig
 
     d_in, d_sae = SIZES[args.size]
     cfg = TrainConfig(autocast=args.autocast, compile=args.compile, device=args.device)
@@ -97,7 +98,7 @@ def train(args: argparse.Namespace) -> None:
 def stack(args: argparse.Namespace) -> None:
     from geomsae.saes import make
     from geomsae.saes.stacking import stack_saes
-    from geomsae.train_config import TrainConfig
+    from geomsae.training.config import TrainConfig
 
     d_in, d_sae = SIZES["small"]
     cfg = TrainConfig(autocast=args.autocast, compile=args.compile, device=args.device)

@@ -4,8 +4,9 @@ The public modules, imported on first use so that ``import geomsae`` stays cheap
 
 - :mod:`geomsae.saes` — the SAE zoo (docs/method.md §2) and ``make(arch, d_in, d_sae, **cfg)``;
 - :mod:`geomsae.solvers` — exact, certified solvers of the sparse-coding map (docs/method.md §1);
-- :mod:`geomsae.train` — ``train(spec, data, TrainConfig(...))``: one SAE (the loop: :mod:`geomsae.trainer`);
+- :mod:`geomsae.train` — ``train(spec, data, TrainConfig(...))``: one SAE (the loop: :mod:`geomsae.training.loop`);
 - :mod:`geomsae.train_stack` — ``train_stack(specs, data, cfg)``: N SAEs of one shape at once;
+- :mod:`geomsae.training` — the layer behind both (config, the loop, step, stream, log, resume, L0 control);
 - :mod:`geomsae.evaluate`, :mod:`geomsae.metrics` — held-out evaluation and the metrics of docs/method.md §3;
 - :mod:`geomsae.compare` — a trained encoder's codes against the exact solution of its objective;
 - :mod:`geomsae.data`, :mod:`geomsae.shards`, :mod:`geomsae.activations`, :mod:`geomsae.lm` — activation
@@ -23,7 +24,7 @@ from __future__ import annotations
 from geomsae.version import __version__
 
 _MODULES = ("activations", "checkpoint", "compare", "data", "evaluate", "fidelity", "interop", "lm", "metrics",
-            "saes", "shards", "solvers", "study", "train", "train_stack")
+            "saes", "shards", "solvers", "study", "train", "train_stack", "training")
 
 __all__ = ["__version__", "load", *_MODULES]
 

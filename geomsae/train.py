@@ -41,23 +41,11 @@ from typing import Any
 import torch
 
 from geomsae import checkpoint as ckpt
-from geomsae import distributed, l0_control
 from geomsae.data import ActivationSource, open_source
-from geomsae.train_config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
-from geomsae.train_utils import (  # noqa: F401 (METRICS_FILE, input_stats, reset_moments: part of this module's API)
-    METRICS_FILE,
-    build_sae,
-    check_resume,
-    deterministic,
-    input_stats,
-    log_holds_records,
-    make_adam,
-    open_stream,
-    reset_moments,
-    resolve_device,
-    source_fingerprint,
-)
-from geomsae.trainer import (  # noqa: F401 (TrainResult, NonFiniteLossError, bar_fields: part of this module's API)
+from geomsae.training import distributed, l0_control
+from geomsae.training.config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
+from geomsae.training.log import METRICS_FILE, log_holds_records  # noqa: F401 (METRICS_FILE: this module's API)
+from geomsae.training.loop import (  # noqa: F401 (TrainResult, NonFiniteLossError, bar_fields: part of this module's API)
     BAR_REFRESH_S,
     Hooks,
     NonFiniteLossError,
@@ -66,6 +54,10 @@ from geomsae.trainer import (  # noqa: F401 (TrainResult, NonFiniteLossError, ba
     TrainResult,
     bar_fields,
 )
+from geomsae.training.resume import check_resume
+from geomsae.training.runtime import deterministic, resolve_device
+from geomsae.training.step import build_sae, make_adam, reset_moments  # noqa: F401 (reset_moments: this module's API)
+from geomsae.training.stream import input_stats, open_stream, source_fingerprint  # noqa: F401 (input_stats: API)
 
 
 def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool = False,

@@ -45,21 +45,16 @@ from typing import Any
 import torch
 
 from geomsae import checkpoint as ckpt
-from geomsae import l0_control
 from geomsae.data import open_source
 from geomsae.saes.stacking import stack_saes
-from geomsae.train_config import TrainConfig
-from geomsae.train_utils import (
-    METRICS_FILE,
-    build_sae,
-    check_resume,
-    deterministic,
-    make_adam,
-    open_stream,
-    resolve_device,
-    source_fingerprint,
-)
-from geomsae.trainer import Hooks, Run, Trainer, TrainResult, clip_members_  # noqa: F401 (clip_members_: this module's API)
+from geomsae.training import l0_control
+from geomsae.training.config import TrainConfig
+from geomsae.training.log import METRICS_FILE
+from geomsae.training.loop import Hooks, Run, Trainer, TrainResult, clip_members_  # noqa: F401 (clip_members_: this module's API)
+from geomsae.training.resume import check_resume
+from geomsae.training.runtime import deterministic, resolve_device
+from geomsae.training.step import build_sae, make_adam
+from geomsae.training.stream import open_stream, source_fingerprint
 
 
 def _check_args(specs: Sequence[Any], source: Any, cfg: TrainConfig, seeds: Sequence[int] | None,
@@ -114,7 +109,7 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
     :param eval_steps: steps (in [1, cfg.steps]) after which ``on_eval`` is called (module docstring).
     :param on_eval: ``on_eval(step, tokens, saes)`` with the members as folded copies.
     :param target_l0s: each member's ``target_l0`` (None: that member's λ1 stays fixed); default ``cfg.target_l0``
-        for every member (geomsae/l0_control.py).
+        for every member (geomsae/training/l0_control.py).
     :returns: one :class:`~geomsae.train.TrainResult` per member, in the order of ``specs``.
     """
     seeds, paths, per_member = _check_args(specs, source, cfg, seeds, outs)

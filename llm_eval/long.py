@@ -39,7 +39,7 @@ from geomsae.study.stack import stacks, train_config
 from geomsae.study.sweep import bracketing_pair, round_lambda
 from geomsae.study.tables import read_csv
 from geomsae.train_stack import train_stack
-from geomsae.train_utils import mean_activation
+from geomsae.training.stream import mean_activation
 from llm_eval import curve_report
 from llm_eval.config import LLMStarvationConfig
 from llm_eval.curve_report import CURVES  # the evaluation rows, one per run and point

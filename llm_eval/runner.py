@@ -30,7 +30,7 @@ from geomsae.study import (
     train_round,
 )
 from geomsae.study.stack import train_config
-from geomsae.train_utils import mean_activation
+from geomsae.training.stream import mean_activation
 from llm_eval import plots
 from llm_eval import report as rep
 from llm_eval.config import LLMStarvationConfig

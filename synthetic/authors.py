@@ -24,7 +24,7 @@ from geomsae.config_cli import OneLineErrors
 from geomsae.study.plotstyle import arm_colors, pyplot, save
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
-from geomsae.train_utils import unconverged
+from geomsae.training.log import unconverged
 
 ARMS = ("aen", "adaptive_lasso", "en", "relu_l1", "topk")
 """The authors' arms, in their column order (topk: k 16, no AuxK)."""

@@ -20,7 +20,7 @@ from geomsae.study import (
     train_and_evaluate,
 )
 from geomsae.study.stack import train_config
-from geomsae.train_utils import start_b_dec
+from geomsae.training.stream import start_b_dec
 from synthetic.config import StarvationConfig
 from synthetic.generators import spiked
 from synthetic.stream import SpikedStream
@@ -123,7 +123,7 @@ def _truth_columns(data: Data, sae: Any) -> dict[str, Any]:
 def centering_columns(data: Data, tcfg: Any, seed: int) -> dict[str, float]:
     """The outlier severity γ = ‖μ‖/‖σ‖ of the cell's held-out data (:func:`geomsae.metrics.outlier_severity`;
     arXiv 2605.31518), and ``gamma_start``, the same data's γ about the decoder bias the SAE started from
-    (:func:`geomsae.train_utils.start_b_dec` on the member's own training stream): γ for a zero start, near 0
+    (:func:`geomsae.training.stream.start_b_dec` on the member's own training stream): γ for a zero start, near 0
     for a mean start."""
     b0 = start_b_dec(data.x_train, dataclasses.replace(tcfg, seed=seed, data_seed=seed))
     return {"gamma": outlier_severity(data.x_eval), "gamma_start": outlier_severity(data.x_eval, b0)}

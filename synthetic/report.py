@@ -24,7 +24,7 @@ from geomsae.study.matched import mean_std
 from geomsae.study.report import pm
 from geomsae.study.stack import arm_settings
 from geomsae.study.verdicts import NONINFERIORITY_FVU
-from geomsae.train_utils import unconverged
+from geomsae.training.log import unconverged
 from synthetic.plots import FIGURES
 
 CLAIMS: tuple[Claim, ...] = (

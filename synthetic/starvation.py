@@ -51,7 +51,7 @@ from geomsae.study import (
     train_round,
     write_report,
 )
-from geomsae.train_utils import resolve_device
+from geomsae.training.runtime import resolve_device
 from synthetic import authors, plots
 from synthetic.budget import check_memory, estimate
 from synthetic.cells import CELL_KEYS, result_columns, train_stack_job

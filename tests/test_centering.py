@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 
 from geomsae.metrics import outlier_severity
 from geomsae.train import train
-from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
-from geomsae.train_utils import start_b_dec
+from geomsae.training.config import TrainConfig
+from geomsae.training.stream import start_b_dec
 from synthetic import budget, cells, resume, starvation
 from synthetic.starvation import PRESETS
 

@@ -11,7 +11,7 @@ from geomsae.cli import build_parser, main
 from geomsae.commands.train import arch_options, sae_spec
 from geomsae.compare import CompareConfig
 from geomsae.saes import ARCHS, config_class
-from geomsae.train_config import TrainConfig
+from geomsae.training.config import TrainConfig
 
 TRAIN = ["train", "--data", "x.npy", "--d-sae", "8"]
 

@@ -11,7 +11,6 @@ import torch
 
 from geomsae.cli import main
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 
 
@@ -60,15 +59,15 @@ def test_train_with_held_out_evaluation(files, tmp_path, capsys):
 
 
 def test_resume_and_refusals(files, tmp_path, capsys, monkeypatch):
-    import geomsae.trainer
+    import geomsae.training.loop
 
     out = tmp_path / "run"
     assert main(_train_args(files, out, "--steps", "40")) == 0
     assert main(_train_args(files, out, "--steps", "40")) == 2
     assert "already holds a run" in capsys.readouterr().err
     updates = []  # a seeded restart from step 0 would end the same: count the optimizer steps run
-    real = geomsae.trainer.sae_update
-    monkeypatch.setattr(geomsae.trainer, "sae_update", lambda *a: (updates.append(1), real(*a)))
+    real = geomsae.training.loop.sae_update
+    monkeypatch.setattr(geomsae.training.loop, "sae_update", lambda *a: (updates.append(1), real(*a)))
     assert main(_train_args(files, out, "--steps", "60", "--resume")) == 0
     assert len(updates) == 20
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]

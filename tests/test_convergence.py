@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from geomsae.train import train
-from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
-from geomsae.train_utils import LossWindow, loss_trend
+from geomsae.training.config import TrainConfig
+from geomsae.training.log import LossWindow, loss_trend
 
 
 def test_loss_trend_hand_computed():

@@ -1,4 +1,4 @@
-"""Data-parallel training (geomsae.distributed): torchrun with 2 gloo ranks equals one process
+"""Data-parallel training (geomsae.training.distributed): torchrun with 2 gloo ranks equals one process
 fed the same global batches, for relu_l1, topk and aen; an interrupted and resumed 2-rank run
 equals an uninterrupted one; a 2-rank checkpoint resumes in one process.
 
@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from geomsae import distributed
 from geomsae.checkpoint import load_sae
 from geomsae.data import open_source
 from geomsae.train import TrainConfig, train
+from geomsae.training import distributed
 
 WORLD, B, STEPS, D_IN, D_SAE = 2, 64, 6, 16, 48
 ATOL = 1e-6

@@ -15,7 +15,7 @@ from geomsae import checkpoint as ckpt
 from geomsae import durable
 from geomsae.saes import make
 from geomsae.train import TrainConfig, train
-from geomsae.train_utils import TrainingStopped
+from geomsae.training.signals import TrainingStopped
 
 SPEC = {"arch": "en", "d_sae": 16, "lam1": 0.02, "lam2": 1e-3}
 
@@ -52,7 +52,7 @@ def test_sigterm_is_handled_like_ctrl_c(X, tmp_path):
 
 
 def test_the_cli_restores_the_sigterm_handler(tmp_path):
-    from geomsae.train_utils import stop_on_sigterm
+    from geomsae.training.signals import stop_on_sigterm
 
     before = signal.getsignal(signal.SIGTERM)
     with stop_on_sigterm():

@@ -1,4 +1,4 @@
-"""geomsae.l0_control: the penalty coefficient held at a target L0 while training (issue 25 item 1)."""
+"""geomsae.training.l0_control: the penalty coefficient held at a target L0 while training (issue 25 item 1)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from geomsae import l0_control
 from geomsae.evaluate import evaluate
 from geomsae.train import train
-from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
-
+from geomsae.training import l0_control
+from geomsae.training.config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny matrices: one thread (conftest)
 

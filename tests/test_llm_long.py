@@ -9,12 +9,11 @@ import shutil
 
 import pytest
 
-from tests.tiny_lm import save_tiny, write_text
-
 from geomsae.study.curves import eval_steps, still_growing  # noqa: E402
+from geomsae.study.tables import read_csv  # noqa: E402
 from llm_eval import curve_report, long, starvation  # noqa: E402
 from llm_eval.config import PRESETS, LLMStarvationConfig, n_expected  # noqa: E402
-from geomsae.study.tables import read_csv  # noqa: E402
+from tests.tiny_lm import save_tiny, write_text
 
 CFG = PRESETS["tiny-long"]
 
@@ -172,8 +171,8 @@ def test_curve_config_checks():
     with pytest.raises(ValueError, match=r"curve_seeds == \(1, 1\), must be distinct integers >= 0"):
         LLMStarvationConfig(curve_tokens=1_000_000, curve_seeds=(1, 1))
     with pytest.raises(ValueError, match=r"eval_steps holds \[0\], each must be an integer in \[1, steps=5\]"):
-        from geomsae.train_config import TrainConfig
         from geomsae.train_stack import train_stack
+        from geomsae.training.config import TrainConfig
 
         train_stack([{"arch": "topk", "d_sae": 8, "k": 2}], __import__("torch").randn(64, 4), TrainConfig(steps=5),
                     eval_steps=[0], on_eval=lambda *a: None)

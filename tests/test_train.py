@@ -15,7 +15,7 @@ import geomsae
 from geomsae.checkpoint import latest_checkpoint, list_checkpoints, load_sae
 from geomsae.evaluate import evaluate
 from geomsae.saes import ARCHS, make
-from geomsae.train import NonFiniteLossError, TrainConfig, reset_moments, lr_at, train
+from geomsae.train import NonFiniteLossError, TrainConfig, lr_at, reset_moments, train
 
 # Architecture settings for the planted toy (3 of 64 atoms active, d_in 32).
 TOY = {
@@ -92,7 +92,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(toy, tmp_path, monkeypatch
         resampled.append(int(mask.sum()))
         return reset_moments(opt, sae, mask)
 
-    monkeypatch.setattr("geomsae.train_utils.reset_moments", counting_reset)
+    monkeypatch.setattr("geomsae.training.step.reset_moments", counting_reset)
     spec = {"arch": arch, "d_sae": 64, **extra}
     # b_dec at zero: the relu_l1 case needs latents to die (and be resampled) within 60 steps
     kw = dict(steps=60, checkpoint_every=20, log_every=5, lr_warmup_steps=10, lr_decay="cosine", decay_start=0.5,

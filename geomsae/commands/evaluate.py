@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.checkpoint import load_sae
     from geomsae.data import open_source
     from geomsae.evaluate import evaluate
-    from geomsae.train_utils import resolve_device
+    from geomsae.training.runtime import resolve_device
 
     device = resolve_device(args.device)
     if device.type == "cpu":

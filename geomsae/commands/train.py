@@ -26,7 +26,7 @@ from simple_parsing import subgroups
 from geomsae.commands.common import format_table, tune_malloc
 from geomsae.config_cli import ArgumentParser, field_docs
 from geomsae.saes import ARCHS, config_class
-from geomsae.train_config import TrainConfig
+from geomsae.training.config import TrainConfig
 
 _SAE_COMMON = ("d_in", "d_sae", "input_norm")  # d_in from the data, d_sae an option, input_norm via TrainConfig
 
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.eval_fraction:
         src, eval_src = train_eval_split(src, args.eval_fraction)
     spec = sae_spec(args, src.d_in)
-    from geomsae.train_utils import stop_on_sigterm
+    from geomsae.training.signals import stop_on_sigterm
 
     with stop_on_sigterm():  # before and after the training loop too, SIGTERM stops like Ctrl-C (exit 143)
         try:

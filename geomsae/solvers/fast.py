@@ -27,6 +27,7 @@ Adaptive restart: the gradient scheme of O'Donoghue & Candès (2015), per sample
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any, NamedTuple
 
@@ -34,8 +35,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from geomsae.solvers.problem import Problem, check_tol, prepare, prepare_codes, to_output
 from geomsae.solvers.objective import gap_terms
+from geomsae.solvers.problem import (
+    Problem,
+    check_tol,
+    prepare,
+    prepare_codes,
+    to_output,
+)
 from geomsae.solvers.working_set import solve_working_set
 
 # algorithm="auto" uses working sets from this many atoms on: measured (bench/solvers.py, this
@@ -318,24 +325,7 @@ def solve_problem(
     return Z_out, gap_out, P_out, it_out, conv_out, hand_out
 
 
-def solve(
-    X: Any,
-    D: Any,
-    *,
-    lam1: float,
-    lam2: float = 0.0,
-    weights: Any = None,
-    bias: Any = None,
-    nonneg: bool = True,
-    tol: float = 1e-8,
-    max_iter: int = 20000,
-    init: Any = None,
-    batch_size: int = 4096,
-    check_every: int = 10,
-    progress: bool = False,
-    precision: str = "mixed",
-    algorithm: str = "auto",
-) -> SolverResult:
+def solve(X: Any, D: Any, **kwargs: Any) -> SolverResult:
     """Solve B sparse-coding problems exactly, with a certified duality gap for each.
 
     For each row x of X (B, n) this minimises, in canonical units (docs/method.md §1),
@@ -383,9 +373,7 @@ def solve(
     dtype, so a float32 X gets float32 codes of a float64-certified solve (agreeing with
     the float64 solve to float32 rounding, ≈ 1e-7 relative). Gap and objective are float64.
     """
-    return Solver(D)(X, lam1=lam1, lam2=lam2, weights=weights, bias=bias, nonneg=nonneg, tol=tol, max_iter=max_iter,
-                     init=init, batch_size=batch_size, check_every=check_every, progress=progress, precision=precision,
-                     algorithm=algorithm)
+    return Solver(D)(X, **kwargs)
 
 
 class Solver:
@@ -424,6 +412,18 @@ class Solver:
             self._ctx = Context(prob.D, prob.lam2)
         return _solve_prepared(prob, self._ctx, tol=tol, max_iter=max_iter, init=init, batch_size=batch_size,
                                check_every=check_every, progress=progress, precision=precision, algorithm=algorithm)
+
+
+def _solve_signature() -> inspect.Signature:
+    """:func:`solve`'s signature: ``(X, D, *, <the keywords of Solver.__call__>)``, written once, there."""
+    call = inspect.signature(Solver.__call__)
+    params = [inspect.Parameter("X", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Any),
+              inspect.Parameter("D", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Any)]
+    params += [p for name, p in call.parameters.items() if name not in ("self", "X")]
+    return call.replace(parameters=params)
+
+
+solve.__signature__ = _solve_signature()
 
 
 def _solve_prepared(prob: Problem, ctx: Context, *, tol: float, max_iter: int, init: Any, batch_size: int, check_every: int,

@@ -16,8 +16,8 @@ from typing import Any, NamedTuple
 
 from geomsae.study.arms import ARMS, arm_fields, arm_spec, hparams_json
 from geomsae.study.evaluation import evaluation_row, training_row
-from geomsae.train_config import TrainConfig
 from geomsae.train_stack import train_stack
+from geomsae.training.config import TrainConfig
 
 
 class Member(NamedTuple):
@@ -87,7 +87,7 @@ def arm_settings(settings: Any, arm: str) -> Any:
 
 
 def train_config(settings: Any, **overrides: Any) -> Any:
-    """The :class:`geomsae.train_config.TrainConfig` of a study's SAEs.
+    """The :class:`geomsae.training.config.TrainConfig` of a study's SAEs.
 
     From the settings: steps, batch_size, lr (warm-up over 5 % of the steps), dead_window_tokens,
     device, autocast; inputs scaled to E‖x‖² = d_in (``input_norm='dataset'``, folded into the

@@ -14,7 +14,7 @@ reads as its named steps::
 A single SAE is the one-member case (``stacked=False``): its loss is a scalar, its gradient is clipped
 whole, its checkpoint holds the global RNG state; a stack's loss is one per member (their sum is
 backpropagated), its gradient is clipped per member and each member's checkpoint holds that member's
-RNG state. The step itself (:func:`geomsae.train_utils.sae_update`) is the same code for both.
+RNG state. The step itself (:func:`geomsae.training.step.sae_update`) is the same code for both.
 """
 
 from __future__ import annotations
@@ -34,21 +34,20 @@ import torch
 from torch import Tensor
 
 from geomsae import checkpoint as ckpt
-from geomsae import distributed, l0_control
 from geomsae.saes import fold_input_scale
 from geomsae.saes.stacking import unstack_sae
-from geomsae.train_config import TrainConfig, lr_at
-from geomsae.train_utils import (
+from geomsae.training import distributed, l0_control
+from geomsae.training.config import TrainConfig, lr_at
+from geomsae.training.log import (
     METRICS_FILE,
     LossWindow,
-    TrainingStopped,
-    autocast,
     read_log,
-    sae_update,
-    sigint_deferred,
     step_record,
     truncate_log,
 )
+from geomsae.training.runtime import autocast
+from geomsae.training.signals import TrainingStopped, sigint_deferred
+from geomsae.training.step import sae_update
 
 BAR_REFRESH_S = 2.0
 """The progress bar's loss, FVU, L0 and dead fraction are refreshed at least this often (seconds)."""

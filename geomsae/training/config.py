@@ -51,7 +51,7 @@ class TrainConfig:
     target_l0: float | None = None
     """Hold the training batches' L0 (folded firing rule) at this value by adjusting the penalty coefficient
     (λ1; relu_l1, gated, jumprelu, en, adaptive_lasso, aen) while training, frozen for the last
-    ``l0_control_freeze`` of the steps (geomsae/l0_control.py); the final λ1 is saved in cfg.json.
+    ``l0_control_freeze`` of the steps (geomsae/training/l0_control.py); the final λ1 is saved in cfg.json.
     None: λ1 fixed as given. TopK-type SAEs set L0 by k."""
     l0_control_rate: float = 0.01
     """Exponent r of the controller's update λ1 ← λ1·((ema + 1)/(target + 1))^r after each step, in (0, 1]."""
@@ -60,7 +60,7 @@ class TrainConfig:
     l0_control_freeze: float = 0.1
     """Fraction of the steps at the end with λ1 fixed (the final weights train at one objective), in [0, 1). At a
     fixed λ1 the L0 keeps falling as the SAE trains: a quarter frozen ended up to 13 % below the target on the
-    spiked model, a tenth within 4 % (geomsae/l0_control.py)."""
+    spiked model, a tenth within 4 % (geomsae/training/l0_control.py)."""
     dead_window_tokens: int = 1_000_000
     """A latent counts as dead in the log when it has not fired in this many training tokens."""
     log_every: int = 100
