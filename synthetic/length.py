@@ -29,20 +29,26 @@ from geomsae.study.plotstyle import pyplot, save
 from geomsae.study.report import md_table
 from geomsae.study.tables import read_csv
 from geomsae.study.verdicts import LABELS, MIN_EFFECT
-from geomsae.train_utils import UNCONVERGED_REL_CHANGE, unconverged
+from geomsae.training.log import UNCONVERGED_REL_CHANGE, unconverged
 
 
 def load(folder: Path) -> dict[str, Any]:
     """{steps, verdicts (rows of verdicts.csv), unconverged (share of runs)} of one length's run folder."""
     cfg = json.loads((folder / "config.json").read_text())
     rows = read_csv(folder / "results.csv")
-    rel = [float(r.get("loss_rel_change", math.nan)) for r in rows]
-    known = [v for v in rel if not math.isnan(v)]
+    rel = [(r.get("arm"), float(r.get("loss_rel_change", math.nan))) for r in rows]
     matched = read_csv(folder / "matched.csv") if (folder / "matched.csv").exists() else []
     seeds = read_csv(folder / "matched_seeds.csv") if (folder / "matched_seeds.csv").exists() else None
     return {"steps": int(cfg["steps"]), "verdicts": read_csv(folder / "verdicts.csv"), "matched": matched,
             "matched_seeds": seeds,
-            "folder": folder, "arms": set(cfg.get("arms") or {r["arm"] for r in matched}), "unconverged": sum(unconverged(v) for v in known) / len(known) if known else math.nan}
+            "folder": folder, "arms": set(cfg.get("arms") or {r["arm"] for r in matched}), "rel": rel,
+            "unconverged": _unconverged_share(rel)}
+
+
+def _unconverged_share(rel: list[tuple[Any, float]], arms: set[str] | None = None) -> float:
+    """Share of the runs (of ``arms``, default all) whose loss still fell by more than 1 % over the last tenth."""
+    known = [v for a, v in rel if not math.isnan(v) and (arms is None or a is None or a in arms)]
+    return sum(unconverged(v) for v in known) / len(known) if known else math.nan
 
 
 def moves(runs: list[dict[str, Any]]) -> list[str]:
@@ -160,8 +166,9 @@ def write(folders: list[Path], out: Path) -> list[Path]:
         raise ValueError(f"give at least two lengths, got {len(runs)}")
     out.mkdir(parents=True, exist_ok=True)
     base = runs[0]["arms"]  # the design's arms, as its shortest run trained them
-    full = [{**r, "verdicts": [v for v in r["verdicts"] if v.get("other") not in r["arms"] - base]} for r in runs
-            if r["arms"] >= base]
+    full = [{**r, "verdicts": [v for v in r["verdicts"] if v.get("other") not in r["arms"] - base],
+             "unconverged": _unconverged_share(r["rel"], base if r["arms"] - base else None)}
+            for r in runs if r["arms"] >= base]
     partial = [r for r in runs if not r["arms"] >= base]
     if len(full) < 2:
         raise ValueError(f"fewer than two of the runs trained every arm of the shortest one ({sorted(base)})")
