@@ -28,7 +28,7 @@ def write_readme(out_dir: Path, built: dict[str, list[Path]], quick: bool, skipp
             lines += [f"Not regenerated: {failed[name]}", ""]
         paths = built.get(name, [])
         lines += ["| figure | shows |", "|---|---|"]
-        names = [p.name for p in paths] or list(src.figure_docs)
+        names = list(src.figure_docs) + [p.name for p in paths if p.name not in src.figure_docs]  # a stable order
         for fname in names:
             lines.append(f"| [{fname}]({fname}) | {src.figure_docs.get(fname, '')} |")
         lines.append("")

@@ -242,7 +242,8 @@ def register_builtins(quick: bool = False) -> dict[str, str]:
         "figures/data/centering_<init>/ (config.json, results.csv, matched.csv, verdicts.csv, firing_hist.csv, "
         "timing.json, summary.md); centering.csv here holds the per-seed values at L0 16",
         {centering.FIGURE[0]: centering.FIGURE[1], centering.TABLE: "the table: γ by ρ; the authors' cells with "
-         "both starts on both measurements; growth with ρ; AEN against each arm at each start"}), skipped,
+         "both starts on both measurements; growth with ρ; AEN against each arm at each start",
+         centering.DATA: "the per-seed values at L0 16 behind the table (start, arm, ρ, seed)"}), skipped,
         "figures/data/centering_zeros|mean/results.csv are missing: run the centering preset (python -m "
         "synthetic.starvation --preset centering --b-dec-init zeros|mean) and commit its evidence there")
 
