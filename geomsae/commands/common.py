@@ -1,11 +1,15 @@
-"""What several commands share: the CPU allocator setting and the printed evaluation table."""
+"""What several commands share: the CPU allocator setting, reading array files, the printed evaluation table."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
+import zipfile
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from geomsae.evaluate import EvalResult
@@ -28,6 +32,54 @@ def tune_malloc() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
+
+
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK\x03\x04"
+SPARSE_KEYS = {"data", "indices", "indptr", "shape", "format"}
+"""The arrays scipy.sparse.save_npz writes (CSR / CSC); the project's generators write codes.npz so."""
+
+
+def read_array(path: str | os.PathLike, what: str) -> np.ndarray:
+    """A finite numeric array from ``path``, as the project's own files are written: ``.npy``, an ``.npz`` holding
+    one array, or a scipy-sparse ``.npz`` (``synthetic`` writes codes.npz so; densified). Never unpickles.
+    Raises ValueError naming the file, the option ``what`` and what was found instead."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{what} {str(path)!r} does not exist or is not a file")
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if not head:
+        raise ValueError(f"{what} {str(path)!r} is empty (0 bytes): give a .npy or .npz array file")
+    try:
+        if head.startswith(ZIP_MAGIC):
+            with np.load(p, allow_pickle=False) as z:
+                keys = set(z.files)
+                if SPARSE_KEYS <= keys:
+                    import scipy.sparse
+
+                    arr = scipy.sparse.load_npz(p).toarray()
+                elif len(keys) == 1:
+                    arr = z[next(iter(keys))]
+                else:
+                    raise ValueError(f"{what} {str(path)!r} is an .npz holding {sorted(keys)}: give a .npy, an .npz "
+                                     "holding one array, or a scipy-sparse .npz")
+        elif head == NPY_MAGIC:
+            arr = np.load(p, allow_pickle=False)
+        else:
+            raise ValueError(f"{what} {str(path)!r} is not a .npy or .npz array file (it starts with {head!r})")
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{what} {str(path)!r} holds Python objects (pickled data), which are never loaded: give "
+                             "a numeric array") from None
+        raise
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{what} {str(path)!r} cannot be read as an array file ({exc})") from None
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{what} {str(path)!r} has dtype {arr.dtype}, must be numeric (float or integer)")
+    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)  # big-endian files as native numbers
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} {str(path)!r} contains NaN or Inf")
+    return arr
 
 
 def format_table(res: EvalResult, title: str = "evaluation") -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from geomsae.commands.common import format_table, tune_malloc
+from geomsae.commands.common import format_table, read_array, tune_malloc
 from geomsae.durable import check_file_out
 
 
@@ -28,8 +28,9 @@ def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentPar
     p.add_argument("--true-dict", default=None, metavar="D.npy",
                    help="ground-truth dictionary (d_in, n_true), atoms as columns: adds mmcs, recovery_rate, mmcs_1to1 "
                    "and their spike-only chance levels")
-    p.add_argument("--true-codes", default=None, metavar="Z.npy",
-                   help="ground-truth codes (N, n_true) of the same tokens, in order (needs --true-dict): adds mcc")
+    p.add_argument("--true-codes", default=None, metavar="Z.npz",
+                   help="ground-truth codes (N, n_true) of the same tokens, in order, as .npy or (scipy-sparse) .npz, "
+                   "e.g. the codes.npz of python -m synthetic (needs --true-dict): adds mcc")
     p.add_argument("--n-tokens", type=int, default=None, metavar="N",
                    help="evaluate on the first N tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=4096, metavar="B", help="tokens per forward pass")
@@ -57,10 +58,8 @@ def run(args: argparse.Namespace) -> int:
         check_file_out(args.save_freqs, "--save-freqs")
     sae = load_sae(args.sae, device=device)
     src = open_source(args.data, key=args.data_key)
-    true_dict = None
-    if args.true_dict is not None:
-        true_dict = np.load(args.true_dict)
-    true_codes = None if args.true_codes is None else np.load(args.true_codes)
+    true_dict = None if args.true_dict is None else read_array(args.true_dict, "--true-dict")
+    true_codes = None if args.true_codes is None else read_array(args.true_codes, "--true-codes")
     res = evaluate(sae, src, n_tokens=args.n_tokens, batch_size=args.batch_size, true_dict=true_dict,
                    true_codes=true_codes, windows=tuple(args.windows), progress=args.progress)
     if args.save_freqs:
