@@ -8,8 +8,10 @@ with the ordinary mode (0o666 less the umask), whichever way its bytes were prod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +100,43 @@ def check_out_folder(out: str | os.PathLike, what: str = "--out") -> Path:
         bad = next(p for p in reversed(out.parents) if p.exists() and not p.is_dir())
         raise ValueError(f"{what} {str(out)!r}: {str(bad)!r} is a file, not a folder")
     return out
+
+
+LOCK_FILE = ".geomsae.lock"
+"""The lock file a writer holds inside its run folder (:func:`folder_lock`)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "this run") -> Iterator[Path]:
+    """Hold ``folder`` for one writer: a second process (or a second open in this one) that asks for the same folder
+    gets ValueError naming the holder's pid instead of mixing its files with the first's. The lock is an exclusive
+    ``flock`` on ``folder/.geomsae.lock``, so the kernel releases it when the holder dies (no stale locks after a
+    kill); where ``fcntl`` does not exist (Windows) nothing is locked. The folder is created if missing, and removed
+    again if the writer left nothing in it."""
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover (not POSIX)
+        yield folder
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(f"{str(folder)!r} is in use by another writer (pid {holder}, {what}): wait until it ends, "
+                             "or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield folder
+        finally:
+            path.unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):
+                folder.rmdir()
+    finally:
+        os.close(fd)

@@ -30,6 +30,7 @@ metrics.jsonl with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -41,6 +42,7 @@ from typing import Any
 import torch
 
 from geomsae import checkpoint as ckpt
+from geomsae import durable
 from geomsae.data import ActivationSource, open_source
 from geomsae.training import distributed, l0_control
 from geomsae.training.config import TrainConfig, lr_at  # noqa: F401 (part of this module's API)
@@ -85,53 +87,57 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
         raise ValueError("--resume (resume=True) needs --out (cfg.out): the folder holding the checkpoints")
     if out is not None and out.exists() and not out.is_dir():
         raise ValueError(f"out {str(out)!r} is an existing file, not a folder")
-    holds_sae = out is not None and ((out / ckpt.CFG_FILE).exists() or (out / ckpt.WEIGHTS_FILE).exists())
-    if out is not None and not resume and (ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
-                                           or holds_sae):
-        run = ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
-        what = "a run" if run else "an SAE (cfg.json, sae.safetensors)"
-        raise ValueError(f"out folder {str(out)!r} already holds {what}: pass --resume (resume=True in Python) "
-                         "to continue it, or choose another folder")
-    loaded = _newest_readable(out) if (resume and out is not None) else None
-    last = loaded[0] if loaded else None
-    if resume and last is None:
-        if holds_sae:
-            raise ValueError(f"out folder {str(out)!r} holds an SAE but no checkpoint to continue: "
-                             "choose another folder")
-        print(f"geomsae train: no checkpoint in {str(out)!r}, starting afresh", file=sys.stderr)
-    if ctx is not None:
-        ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
-
-    with deterministic(cfg.deterministic):
-        if loaded is not None:
-            last, doc, model = loaded
-            check_resume(doc.get("train", {}), cfg, sae, doc, last,
-                         controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if cfg.target_l0 else None)
-            if doc.get("source_fingerprint") not in (None, source_fingerprint(src)):
-                warnings.warn(f"resuming {str(out)!r} on other activations: the run began on {doc['source']}, "
-                              f"now {src!r}; the input scale and b_dec of the first run are kept", stacklevel=2)
-            model = model.to(device)
-        else:
-            model = build_sae(sae, src.d_in, cfg).to(device)
-        model.set_decoder_impl(cfg.decoder)
-        if model.cfg.d_in != src.d_in:
-            raise ValueError(f"the SAE has d_in == {model.cfg.d_in} but the activations have d_in == {src.d_in}")
-        params = [p for p in model.parameters() if p.requires_grad]
+    # one writer per folder: a second train on this --out is refused, not interleaved (rank 0 alone writes)
+    lock = durable.folder_lock(out, "geomsae train") if out is not None and (ctx is None or ctx.is_main) \
+        else contextlib.nullcontext()
+    with lock:
+        holds_sae = out is not None and ((out / ckpt.CFG_FILE).exists() or (out / ckpt.WEIGHTS_FILE).exists())
+        if out is not None and not resume and (ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
+                                               or holds_sae):
+            run = ckpt.list_checkpoints(out) or log_holds_records(out / METRICS_FILE)
+            what = "a run" if run else "an SAE (cfg.json, sae.safetensors)"
+            raise ValueError(f"out folder {str(out)!r} already holds {what}: pass --resume (resume=True in Python) "
+                             "to continue it, or choose another folder")
+        loaded = _newest_readable(out) if (resume and out is not None) else None
+        last = loaded[0] if loaded else None
+        if resume and last is None:
+            if holds_sae:
+                raise ValueError(f"out folder {str(out)!r} holds an SAE but no checkpoint to continue: "
+                                 "choose another folder")
+            print(f"geomsae train: no checkpoint in {str(out)!r}, starting afresh", file=sys.stderr)
         if ctx is not None:
-            ctx.broadcast_(model)
-            ctx.average_grads(params)
-        opt = make_adam(params, cfg)
-        ctl = l0_control.make_controller(model, cfg)
-        step, tokens, scale = 0, 0, 1.0
-        if last is not None:
-            counters, _ = ckpt.load_trainer_state(last / ckpt.TRAINER_FILE, model, opt)
-            step, tokens, scale = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
-            l0_control.resume(model, ctl, [counters])
-        else:
-            torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
-        run = Run(model, opt, params, [], [cfg], [out], [scale], [], device, step, tokens, ctl=ctl, ctx=ctx)
-        _open_stream(run, src, fresh=last is None)
-        return Trainer(run, Hooks(callback=callback)).fit()[0]
+            ctx.barrier()  # every rank has checked the folder before rank 0 writes to it
+
+        with deterministic(cfg.deterministic):
+            if loaded is not None:
+                last, doc, model = loaded
+                check_resume(doc.get("train", {}), cfg, sae, doc, last,
+                             controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if cfg.target_l0 else None)
+                if doc.get("source_fingerprint") not in (None, source_fingerprint(src)):
+                    warnings.warn(f"resuming {str(out)!r} on other activations: the run began on {doc['source']}, "
+                                  f"now {src!r}; the input scale and b_dec of the first run are kept", stacklevel=2)
+                model = model.to(device)
+            else:
+                model = build_sae(sae, src.d_in, cfg).to(device)
+            model.set_decoder_impl(cfg.decoder)
+            if model.cfg.d_in != src.d_in:
+                raise ValueError(f"the SAE has d_in == {model.cfg.d_in} but the activations have d_in == {src.d_in}")
+            params = [p for p in model.parameters() if p.requires_grad]
+            if ctx is not None:
+                ctx.broadcast_(model)
+                ctx.average_grads(params)
+            opt = make_adam(params, cfg)
+            ctl = l0_control.make_controller(model, cfg)
+            step, tokens, scale = 0, 0, 1.0
+            if last is not None:
+                counters, _ = ckpt.load_trainer_state(last / ckpt.TRAINER_FILE, model, opt)
+                step, tokens, scale = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
+                l0_control.resume(model, ctl, [counters])
+            else:
+                torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
+            run = Run(model, opt, params, [], [cfg], [out], [scale], [], device, step, tokens, ctl=ctl, ctx=ctx)
+            _open_stream(run, src, fresh=last is None)
+            return Trainer(run, Hooks(callback=callback)).fit()[0]
 
 
 def _newest_readable(out: Path) -> tuple[Path, dict[str, Any], Any] | None:

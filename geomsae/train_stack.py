@@ -35,6 +35,7 @@ skips what it has already recorded.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -45,6 +46,7 @@ from typing import Any
 import torch
 
 from geomsae import checkpoint as ckpt
+from geomsae import durable
 from geomsae.data import open_source
 from geomsae.saes.stacking import stack_saes
 from geomsae.training import l0_control
@@ -132,58 +134,62 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
     device = resolve_device(cfg.device)
     if resume and any(p is None for p in paths):
         raise ValueError("resume=True needs a folder for every member (outs)")
-    for p in paths:
-        if p is not None and not resume and (ckpt.list_checkpoints(p) or (p / METRICS_FILE).exists()):
-            raise ValueError(f"out folder {str(p)!r} already holds a run: pass resume=True or choose another folder")
-    at = _resume_step(paths) if resume else None
+    with contextlib.ExitStack() as locks:  # one writer per member folder (geomsae.durable.folder_lock)
+        for p in paths:
+            if p is not None:
+                locks.enter_context(durable.folder_lock(p, "train_stack"))
+        for p in paths:
+            if p is not None and not resume and (ckpt.list_checkpoints(p) or (p / METRICS_FILE).exists()):
+                raise ValueError(f"out folder {str(p)!r} already holds a run: pass resume=True or choose another folder")
+        at = _resume_step(paths) if resume else None
 
-    with deterministic(cfg.deterministic):
-        step, tokens, scales, adam, rngs, saved = 0, 0, [1.0] * n, None, [], []
-        if at is not None:
-            members, adam = [], []
-            for i, p in enumerate(paths):
-                where = p / ckpt.CHECKPOINTS / f"step_{at:08d}"
-                doc = ckpt.read_cfg(where)
-                check_resume(doc.get("train", {}), cfgs[i], specs[i], doc, where,
-                             controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if targets[i] else None)
-                members.append(ckpt.load_sae(where, fold=False))
-                a, counters, _, rng = ckpt.read_trainer_state(where / ckpt.TRAINER_FILE)
-                saved.append(counters)
-                adam.append(a)
-                rngs.append(rng["torch"])
-                step, tokens, scales[i] = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
-        else:
-            members = []
-            for i in range(n):
-                members.append(build_sae(specs[i], srcs[i].d_in, cfgs[i]))
-                torch.manual_seed(seeds[i])  # the member's own randomness (e.g. resampling) starts here
-                rngs.append(torch.get_rng_state())
-        per_token = members[0].cfg.input_norm == "per_token"
-        need_stats = at is None and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean")
-        streams = []
-        for i in range(n if per_member else 1):
-            it, msq, mean = open_stream(srcs[i], cfgs[i], step, stats=need_stats, per_token=per_token)
-            streams.append(it)
-            for j in (range(n) if not per_member else [i]):
-                if need_stats and cfg.input_norm == "dataset":
-                    scales[j] = math.sqrt(srcs[i].d_in / msq)
-                if need_stats and cfg.b_dec_init == "mean":
-                    with torch.no_grad():
-                        members[j].b_dec.copy_((mean * (1.0 if per_token else scales[j])).to(members[j].b_dec))
-        stack = stack_saes(members).to(device).set_decoder_impl(cfg.decoder)
-        stack.rng_states = rngs
-        ctl = l0_control.make_controller(stack, cfg, targets)
-        if saved:
-            l0_control.resume(stack, ctl, saved)
-        params = [p for p in stack.parameters() if p.requires_grad]
-        opt = make_adam(params, cfg)
-        if adam is not None:
-            _load_adam(opt, stack, adam)
-        metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
-                  "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
-        run = Run(stack, opt, params, streams, cfgs, paths, scales, metas, device, step, tokens, stacked=True,
-                  per_member=per_member, ctl=ctl)
-        return Trainer(run, Hooks(callback, frozenset(eval_steps), on_eval)).fit()
+        with deterministic(cfg.deterministic):
+            step, tokens, scales, adam, rngs, saved = 0, 0, [1.0] * n, None, [], []
+            if at is not None:
+                members, adam = [], []
+                for i, p in enumerate(paths):
+                    where = p / ckpt.CHECKPOINTS / f"step_{at:08d}"
+                    doc = ckpt.read_cfg(where)
+                    check_resume(doc.get("train", {}), cfgs[i], specs[i], doc, where,
+                                 controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if targets[i] else None)
+                    members.append(ckpt.load_sae(where, fold=False))
+                    a, counters, _, rng = ckpt.read_trainer_state(where / ckpt.TRAINER_FILE)
+                    saved.append(counters)
+                    adam.append(a)
+                    rngs.append(rng["torch"])
+                    step, tokens, scales[i] = int(counters["step"]), int(counters["tokens"]), float(counters["input_scale"])
+            else:
+                members = []
+                for i in range(n):
+                    members.append(build_sae(specs[i], srcs[i].d_in, cfgs[i]))
+                    torch.manual_seed(seeds[i])  # the member's own randomness (e.g. resampling) starts here
+                    rngs.append(torch.get_rng_state())
+            per_token = members[0].cfg.input_norm == "per_token"
+            need_stats = at is None and (cfg.input_norm == "dataset" or cfg.b_dec_init == "mean")
+            streams = []
+            for i in range(n if per_member else 1):
+                it, msq, mean = open_stream(srcs[i], cfgs[i], step, stats=need_stats, per_token=per_token)
+                streams.append(it)
+                for j in (range(n) if not per_member else [i]):
+                    if need_stats and cfg.input_norm == "dataset":
+                        scales[j] = math.sqrt(srcs[i].d_in / msq)
+                    if need_stats and cfg.b_dec_init == "mean":
+                        with torch.no_grad():
+                            members[j].b_dec.copy_((mean * (1.0 if per_token else scales[j])).to(members[j].b_dec))
+            stack = stack_saes(members).to(device).set_decoder_impl(cfg.decoder)
+            stack.rng_states = rngs
+            ctl = l0_control.make_controller(stack, cfg, targets)
+            if saved:
+                l0_control.resume(stack, ctl, saved)
+            params = [p for p in stack.parameters() if p.requires_grad]
+            opt = make_adam(params, cfg)
+            if adam is not None:
+                _load_adam(opt, stack, adam)
+            metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
+                      "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
+            run = Run(stack, opt, params, streams, cfgs, paths, scales, metas, device, step, tokens, stacked=True,
+                      per_member=per_member, ctl=ctl)
+            return Trainer(run, Hooks(callback, frozenset(eval_steps), on_eval)).fit()
 
 
 def _load_adam(opt: torch.optim.Optimizer, stack: Any, adam: list[ckpt.AdamState]) -> None:

@@ -1,0 +1,60 @@
+"""One writer per run folder (issue 28): a second train / train_stack on a folder in use is refused with the
+holder's pid, the lock dies with its holder, and a finished run leaves no lock file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from geomsae import durable
+from geomsae.cli import main
+from geomsae.train import TrainConfig, train
+from geomsae.train_stack import train_stack
+
+X = np.random.default_rng(0).normal(size=(512, 8)).astype(np.float32)
+SPEC = {"arch": "relu_l1", "d_sae": 16, "lam": 0.01}
+
+
+def cfg(out=None, **kw):
+    return TrainConfig(steps=10, batch_size=32, progress=False, out=None if out is None else str(out), **kw)
+
+
+def test_a_folder_in_use_is_refused_and_free_again_after(tmp_path):
+    out = tmp_path / "run"
+    with durable.folder_lock(out):
+        with pytest.raises(ValueError, match=r"in use by another writer \(pid \d+"):
+            train(SPEC, X, cfg(out))
+        with pytest.raises(ValueError, match="in use by another writer"):
+            train_stack([SPEC, SPEC], X, cfg(), seeds=[0, 1], outs=[tmp_path / "other", out])
+        assert not (out / "metrics.jsonl").exists() and not (tmp_path / "other").exists()
+    res = train(SPEC, X, cfg(out))
+    assert res.step == 10 and not (out / durable.LOCK_FILE).exists()
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path):
+    with pytest.raises(ValueError, match="d_in"):
+        train({**SPEC, "d_in": 5}, X, cfg(tmp_path / "new"))
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_lock_is_released_when_its_holder_dies(tmp_path):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from geomsae import durable\n"
+                               f"with durable.folder_lock({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        np.save(tmp_path / "x.npy", X)
+        args = ["train", "--arch", "relu_l1", "--data", str(tmp_path / "x.npy"), "--d-sae", "16", "--steps", "10",
+                "--batch-size", "32", "--no-progress", "--out", str(out)]
+        assert main(args) == 2  # a second writer, refused with a one-line error
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    assert main(args) == 0  # the kernel dropped the dead holder's lock
+    assert (out / "cfg.json").exists() and not (out / durable.LOCK_FILE).exists()
