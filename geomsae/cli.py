@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what a command keeps on stopping (train: a checkpoint) it says itself
+        print(f"geomsae {command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError, ImportError) as exc:  # OSError: FileNotFoundError, IsADirectoryError, PermissionError, ...
         msg = str(exc) if not isinstance(exc, OSError) or not exc.filename else \
             f"{exc.strerror or exc}: {str(exc.filename)!r}"

@@ -91,6 +91,25 @@ def check_file_out(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def check_new_file(path: str | os.PathLike, what: str) -> Path:
+    """:func:`check_file_out`, and ValueError when ``path`` exists: outputs never replace a file (it may be the input)."""
+    path = check_file_out(path, what)
+    if path.exists():
+        raise ValueError(f"{what} {str(path)!r} already exists: choose another name, or remove it first")
+    return path
+
+
+def save_npy(path: str | os.PathLike, array: Any) -> Path:
+    """``np.save`` durably and atomically (a kill leaves the old file or none, never a torn one); returns the path."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return write_bytes(path, buf.getvalue())
+
+
 def check_out_folder(out: str | os.PathLike, what: str = "--out") -> Path:
     """Raise ValueError when ``out`` exists but is not a folder (before any work is done)."""
     out = Path(out)

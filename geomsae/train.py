@@ -100,6 +100,10 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
                              "to continue it, or choose another folder")
         loaded = _newest_readable(out) if (resume and out is not None) else None
         last = loaded[0] if loaded else None
+        at = loaded[1].get("step") if loaded else None
+        if at is not None and cfg.steps < int(at):
+            raise ValueError(f"steps == {cfg.steps}, but the run in {str(out)!r} is already at step {at}: --steps is "
+                             f"the run's total length, so give steps >= {at}")
         if resume and last is None:
             if holds_sae:
                 raise ValueError(f"out folder {str(out)!r} holds an SAE but no checkpoint to continue: "

@@ -142,6 +142,9 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
             if p is not None and not resume and (ckpt.list_checkpoints(p) or (p / METRICS_FILE).exists()):
                 raise ValueError(f"out folder {str(p)!r} already holds a run: pass resume=True or choose another folder")
         at = _resume_step(paths) if resume else None
+        if at is not None and cfg.steps < at:
+            raise ValueError(f"steps == {cfg.steps}, but the stack is already at step {at}: steps is the runs' total "
+                             f"length, so give steps >= {at}")
 
         with deterministic(cfg.deterministic):
             step, tokens, scales, adam, rngs, saved = 0, 0, [1.0] * n, None, [], []

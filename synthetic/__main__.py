@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fn in GENERATORS.items():
         sp = sub.add_parser(name, help=(inspect.getdoc(fn) or "").splitlines()[0])
         sp.add_argument("--out", required=True, help="output folder")
+        sp.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
         for par in inspect.signature(fn).parameters.values():
             kind = type(par.default)
             flag = "--" + par.name.replace("_", "-")
@@ -38,13 +39,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sp.add_argument(flag, type=kind, default=par.default, help=f"(default: {par.default!r})")
     args = vars(p.parse_args(argv))
-    kind, out = args.pop("kind"), args.pop("out")
+    kind, out, overwrite = args.pop("kind"), args.pop("out"), args.pop("overwrite")
     try:
         check_out_folder(out)
         for f in ("cfg.json", "sae.safetensors", "manifest.json", "checkpoints"):
             if (Path(out) / f).exists():
                 raise ValueError(f"--out {out!r} holds {f} (an SAE, a run or an activation cache), not a "
                                  "synthetic dataset: choose another folder")
+        if (Path(out) / "activations.npy").exists() and not overwrite:
+            raise ValueError(f"--out {out!r} already holds a dataset (activations.npy): choose another folder, or "
+                             "pass --overwrite to replace it")
         data = GENERATORS[kind](**args)
         acts, dic = save_npy_pair(data, out)
     except (ValueError, OSError) as exc:

@@ -12,10 +12,8 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
-
 from geomsae.commands.common import format_table, read_array, tune_malloc
-from geomsae.durable import check_file_out
+from geomsae.durable import check_new_file, save_npy
 
 
 def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentParser:
@@ -55,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         tune_malloc()
     if args.save_freqs:
-        check_file_out(args.save_freqs, "--save-freqs")
+        check_new_file(args.save_freqs, "--save-freqs")
     sae = load_sae(args.sae, device=device)
     src = open_source(args.data, key=args.data_key)
     true_dict = None if args.true_dict is None else read_array(args.true_dict, "--true-dict")
@@ -63,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(sae, src, n_tokens=args.n_tokens, batch_size=args.batch_size, true_dict=true_dict,
                    true_codes=true_codes, windows=tuple(args.windows), progress=args.progress)
     if args.save_freqs:
-        np.save(args.save_freqs, res.firing_frequencies)
+        save_npy(args.save_freqs, res.firing_frequencies)
     if args.json:
         print(json.dumps({"sae": str(args.sae), "arch": sae.arch, **res.to_json()}, allow_nan=False))
     else:

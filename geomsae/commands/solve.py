@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from geomsae import durable
-from geomsae.durable import check_file_out
+from geomsae.durable import check_new_file
 
 
 @dataclass
@@ -163,7 +163,9 @@ def out_path(out: str) -> Path:
     path = Path(out)
     if path.suffix != ".npy":
         path = path.with_name(path.name + ".npy")
-    return check_file_out(path, "--out")
+    for p in (path, path.with_suffix(".json"), path.with_name(path.stem + ".adaptive.npy")):
+        check_new_file(p, "--out")  # never replaces a file: it may be the --data it reads
+    return path
 
 
 def _load_npy(path: str, what: str) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""One writer per run folder (issue 28): a second train / train_stack on a folder in use is refused with the
-holder's pid, the lock dies with its holder, and a finished run leaves no lock file."""
+"""What a careless user cannot lose (issue 28): one writer per run folder (a second train / train_stack on a
+folder in use is refused with the holder's pid, the lock dies with its holder, a finished run leaves no lock file);
+outputs never replace an existing file; a resume cannot shorten a run; Ctrl-C is one line, not a traceback."""
 
 from __future__ import annotations
 
@@ -58,3 +59,41 @@ def test_the_lock_is_released_when_its_holder_dies(tmp_path):
     time.sleep(0.1)
     assert main(args) == 0  # the kernel dropped the dead holder's lock
     assert (out / "cfg.json").exists() and not (out / durable.LOCK_FILE).exists()
+
+
+def test_resume_refuses_a_total_length_below_the_run_step(tmp_path):
+    out = tmp_path / "run"
+    train(SPEC, X, cfg(out, checkpoint_every=5))
+    with pytest.raises(ValueError, match=r"already at step 10.*steps >= 10"):
+        train(SPEC, X, TrainConfig(steps=6, batch_size=32, progress=False, out=str(out), checkpoint_every=5),
+              resume=True)
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    train_stack([SPEC, SPEC], X, cfg(checkpoint_every=5), seeds=[0, 1], outs=outs)
+    with pytest.raises(ValueError, match=r"already at step 10"):
+        train_stack([SPEC, SPEC], X, TrainConfig(steps=6, batch_size=32, progress=False, checkpoint_every=5),
+                    seeds=[0, 1], outs=outs, resume=True)
+
+
+def test_outputs_never_replace_an_existing_file(tmp_path, capsys):
+    data = tmp_path / "acts.npy"
+    np.save(data, X)
+    before = data.read_bytes()
+    assert main(["solve", "--demo", "--out", str(data)]) == 2
+    assert "already exists" in capsys.readouterr().err and data.read_bytes() == before
+    run = tmp_path / "run"
+    train(SPEC, X, cfg(run))
+    assert main(["eval", str(run), "--data", str(data), "--no-progress", "--save-freqs", str(data)]) == 2
+    assert "already exists" in capsys.readouterr().err and data.read_bytes() == before
+    assert main(["eval", str(run), "--data", str(data), "--no-progress", "--save-freqs", str(tmp_path / "f.npy")]) == 0
+    assert np.load(tmp_path / "f.npy").shape == (16,)
+
+
+def test_ctrl_c_in_any_command_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import geomsae.commands.solve as solve_cmd
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(solve_cmd, "run", interrupted)
+    assert main(["solve", "--demo"]) == 130
+    assert capsys.readouterr().err.strip() == "geomsae solve: interrupted"
