@@ -56,7 +56,7 @@ from geomsae.training.loop import (  # noqa: F401 (TrainResult, NonFiniteLossErr
     TrainResult,
     bar_fields,
 )
-from geomsae.training.resume import check_resume
+from geomsae.training.resume import check_resume, train_history
 from geomsae.training.runtime import deterministic, resolve_device
 from geomsae.training.step import build_sae, make_adam, reset_moments  # noqa: F401 (reset_moments: this module's API)
 from geomsae.training.stream import input_stats, open_stream, source_fingerprint  # noqa: F401 (input_stats: API)
@@ -141,6 +141,8 @@ def train(sae: Any, source: Any, cfg: TrainConfig | None = None, *, resume: bool
                 torch.manual_seed(cfg.seed)  # the SAE's own randomness (e.g. resampling) starts here
             run = Run(model, opt, params, [], [cfg], [out], [scale], [], device, step, tokens, ctl=ctl, ctx=ctx)
             _open_stream(run, src, fresh=last is None)
+            if loaded is not None:
+                run.metas[0]["train_history"] = train_history(loaded[1], cfg, step)
             return Trainer(run, Hooks(callback=callback)).fit()[0]
 
 

@@ -53,7 +53,7 @@ from geomsae.training import l0_control
 from geomsae.training.config import TrainConfig
 from geomsae.training.log import METRICS_FILE
 from geomsae.training.loop import Hooks, Run, Trainer, TrainResult, clip_members_  # noqa: F401 (clip_members_: this module's API)
-from geomsae.training.resume import check_resume
+from geomsae.training.resume import check_resume, train_history
 from geomsae.training.runtime import deterministic, resolve_device
 from geomsae.training.step import build_sae, make_adam
 from geomsae.training.stream import open_stream, source_fingerprint
@@ -147,12 +147,13 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
                              f"length, so give steps >= {at}")
 
         with deterministic(cfg.deterministic):
-            step, tokens, scales, adam, rngs, saved = 0, 0, [1.0] * n, None, [], []
+            step, tokens, scales, adam, rngs, saved, docs = 0, 0, [1.0] * n, None, [], [], []
             if at is not None:
                 members, adam = [], []
                 for i, p in enumerate(paths):
                     where = p / ckpt.CHECKPOINTS / f"step_{at:08d}"
                     doc = ckpt.read_cfg(where)
+                    docs.append(doc)
                     check_resume(doc.get("train", {}), cfgs[i], specs[i], doc, where,
                                  controlled=l0_control.PENALTY_FIELD.get(doc["arch"]) if targets[i] else None)
                     members.append(ckpt.load_sae(where, fold=False))
@@ -190,6 +191,8 @@ def train_stack(specs: Sequence[Any], source: Any, cfg: TrainConfig, *, seeds: S
                 _load_adam(opt, stack, adam)
             metas = [{"train": dataclasses.asdict(cfgs[i]), "input_scale": scales[i], "source": repr(srcs[i]),
                       "source_fingerprint": source_fingerprint(srcs[i])} for i in range(n)]
+            for i, doc in enumerate(docs):
+                metas[i]["train_history"] = train_history(doc, cfgs[i], at)
             run = Run(stack, opt, params, streams, cfgs, paths, scales, metas, device, step, tokens, stacked=True,
                       per_member=per_member, ctl=ctl)
             return Trainer(run, Hooks(callback, frozenset(eval_steps), on_eval)).fit()

@@ -97,3 +97,24 @@ def test_ctrl_c_in_any_command_is_one_line_not_a_traceback(tmp_path, monkeypatch
     monkeypatch.setattr(solve_cmd, "run", interrupted)
     assert main(["solve", "--demo"]) == 130
     assert capsys.readouterr().err.strip() == "geomsae solve: interrupted"
+
+
+def test_a_resume_that_changes_the_config_records_it(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    train(SPEC, X, cfg(out, checkpoint_every=5))
+    train(SPEC, X, TrainConfig(steps=20, batch_size=32, progress=False, out=str(out), lr=1e-2), resume=True)
+    doc = json.loads((out / "cfg.json").read_text())
+    assert doc["train"]["lr"] == 1e-2 and doc["train"]["steps"] == 20
+    (entry,) = doc["train_history"]
+    assert entry["at_step"] == 10 and entry["changed"]["lr"] == [TrainConfig().lr, 1e-2]
+    assert entry["changed"]["steps"] == [10, 20] and "out" not in entry["changed"]
+    outs = [tmp_path / "s0", tmp_path / "s1"]
+    train_stack([SPEC, SPEC], X, cfg(checkpoint_every=5), seeds=[0, 1], outs=outs)
+    train_stack([SPEC, SPEC], X, TrainConfig(steps=15, batch_size=32, progress=False), seeds=[0, 1], outs=outs,
+                resume=True)
+    for o in outs:
+        (entry,) = json.loads((o / "cfg.json").read_text())["train_history"]
+        assert entry == {"at_step": 10, "changed": {"steps": [10, 15],
+                                                    "checkpoint_every": [5, TrainConfig().checkpoint_every]}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,3 +47,19 @@ def check_resume(saved: dict[str, Any], cfg: TrainConfig, spec: Any, doc: dict[s
             raise ValueError(f"cannot resume from {str(where)!r}: SAE {k} == {v!r}, "
                              f"the checkpoint has {doc['cfg'][k]!r}")
 
+
+NOT_HISTORY = ("out", "progress", "device")
+"""Training fields whose change on resume is not part of a run's history (where it is written, the bar, the device)."""
+
+
+def train_history(doc: dict[str, Any], cfg: TrainConfig, at: int) -> list[dict[str, Any]]:
+    """The run's ``train_history`` (cfg.json) after resuming the checkpoint ``doc`` at step ``at`` with ``cfg``: the
+    earlier entries, plus one ``{"at_step", "changed": {field: [before, after]}}`` when a field changed (lr, steps,
+    the schedule ...), so the saved config never hides what the run was trained with before."""
+    history = list(doc.get("train_history", []))
+    before = doc.get("train", {})
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    changed = {k: [before.get(k), v] for k, v in now.items() if k in before and before[k] != v and k not in NOT_HISTORY}
+    if changed:
+        history.append({"at_step": int(at), "changed": changed})
+    return history
