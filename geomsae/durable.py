@@ -9,6 +9,7 @@ with the ordinary mode (0o666 less the umask), whichever way its bytes were prod
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -101,9 +102,7 @@ def check_new_file(path: str | os.PathLike, what: str) -> Path:
 
 def save_npy(path: str | os.PathLike, array: Any) -> Path:
     """``np.save`` durably and atomically (a kill leaves the old file or none, never a torn one); returns the path."""
-    import io
-
-    import numpy as np
+    import numpy as np  # numpy only when an array is written: the CLI's start-up imports this module
 
     buf = io.BytesIO()
     np.save(buf, np.asarray(array), allow_pickle=False)

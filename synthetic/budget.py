@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from geomsae.study import (
 )
 from geomsae.study.cost import CPU_GEMM_FLOPS, train_flops_per_token
 from geomsae.study.stack import train_members
+from geomsae.training.runtime import available_memory as runtime_available_memory
 from synthetic.cells import synthetic_train_config
 from synthetic.config import StarvationConfig
 from synthetic.generators import spiked_dictionary
@@ -22,14 +22,8 @@ from synthetic.stream import SpikedStream
 
 
 def available_memory() -> int | None:
-    """Bytes of memory available now (Linux /proc/meminfo MemAvailable); None where it cannot be read."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    """Bytes of memory available now on the CPU (:func:`geomsae.training.runtime.available_memory`)."""
+    return runtime_available_memory("cpu")
 
 
 def data_peak_bytes(cfg: StarvationConfig) -> int:

@@ -188,7 +188,7 @@ LOCAL_OK = {
     # optional or heavy third-party dependencies, imported where they are used
     "matplotlib", "transformers", "datasets", "cvxpy", "sklearn", "scipy", "sae_lens", "sparsify", "gguf",
     "threadpoolctl", "torch.distributed", "tqdm", "safetensors", "multiprocessing", "concurrent", "importlib",
-    "hashlib", "numpy",
+    "hashlib", "numpy", "fcntl",
 }
 """Top-level names a library function may import inside itself; an internal module only in the CLI's start-up
 (geomsae/cli.py, geomsae/commands/) and geomsae.load (``import geomsae`` stays free of torch)."""

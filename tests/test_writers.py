@@ -118,3 +118,15 @@ def test_a_resume_that_changes_the_config_records_it(tmp_path):
         (entry,) = json.loads((o / "cfg.json").read_text())["train_history"]
         assert entry == {"at_step": 10, "changed": {"steps": [10, 15],
                                                     "checkpoint_every": [5, TrainConfig().checkpoint_every]}}
+
+
+def test_an_sae_too_large_for_memory_is_refused_before_allocation(tmp_path):
+    from geomsae.training.runtime import check_fits, training_bytes
+
+    assert training_bytes(8, 16, 32) == 4 * (4 * 2 * 8 * 16 + 4 * 32 * 16)
+    check_fits(8, 16, 32, "cpu", available=training_bytes(8, 16, 32))  # exactly enough: accepted
+    with pytest.raises(ValueError, match=r"needs at least .* GB, and .* GB are free on cpu"):
+        check_fits(8, 16, 32, "cpu", available=training_bytes(8, 16, 32) - 1)
+    with pytest.raises(ValueError, match="lower d_sae or batch_size"):
+        train({**SPEC, "d_sae": 10**12}, X, cfg(tmp_path / "huge"))
+    assert not (tmp_path / "huge").exists()

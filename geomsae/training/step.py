@@ -12,6 +12,7 @@ from torch import Tensor
 
 from geomsae.saes import ARCHS, BaseSAE, SAEConfig, make
 from geomsae.training.config import TrainConfig
+from geomsae.training.runtime import check_fits, resolve_device
 
 
 def build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
@@ -35,6 +36,9 @@ def build_sae(spec: Any, d_in: int, cfg: TrainConfig) -> Any:
             fields["input_norm"] = "per_token"
         if "d_sae" not in fields:
             raise ValueError(f"the SAE spec for arch {arch!r} lacks 'd_sae'")
+        dims = (fields["d_in"], fields["d_sae"])
+        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in dims):  # make() checks the rest
+            check_fits(*dims, cfg.batch_size, resolve_device(cfg.device))  # before the allocator fails mid-way
         torch.manual_seed(cfg.seed)
         sae = make(arch, fields.pop("d_in"), fields.pop("d_sae"), **fields)
     if sae.cfg.d_in != d_in:
