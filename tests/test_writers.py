@@ -130,3 +130,25 @@ def test_an_sae_too_large_for_memory_is_refused_before_allocation(tmp_path):
     with pytest.raises(ValueError, match="lower d_sae or batch_size"):
         train({**SPEC, "d_sae": 10**12}, X, cfg(tmp_path / "huge"))
     assert not (tmp_path / "huge").exists()
+
+
+def test_export_refuses_nan_weights_and_writes_ordinary_file_modes(tmp_path):
+    import os
+    import stat
+
+    import torch
+
+    from geomsae.interop import ExportConfig, export_sae
+
+    run = tmp_path / "run"
+    res = train(SPEC, X, cfg(run))
+    export_sae(res.sae, tmp_path / "ok", ExportConfig(format="saelens"))
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ok").iterdir()}
+    assert modes and set(modes.values()) == {0o666 & ~umask}, modes
+    with torch.no_grad():
+        res.sae.W_dec[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        export_sae(res.sae, tmp_path / "bad", ExportConfig(format="saelens"))
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())

@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from geomsae import durable
+
 GEOMSAE_KEY = "geomsae"
 """Key of the geomsae block in an exported cfg.json (SAELens: under "metadata")."""
 STATE_FILE = "geomsae_state.safetensors"
@@ -61,11 +63,16 @@ def staged_folder(out: Path):
 
 
 def write_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    """A safetensors file of contiguous CPU tensors, keys in sorted order, no metadata
-    (so the same tensors give the same bytes)."""
-    from safetensors.torch import save_file
+    """A safetensors file of contiguous CPU tensors, keys in sorted order, no metadata (so the same tensors give the
+    same bytes), written as every project file is (:func:`geomsae.durable.write_bytes`: atomic, the ordinary file
+    mode, an OSError naming the path on a full disk). Non-finite values are refused: no tool could load them."""
+    from safetensors.torch import save
 
-    save_file({k: tensors[k].detach().cpu().contiguous() for k in sorted(tensors)}, str(path))
+    bad = sorted(k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise ValueError(f"the SAE's {', '.join(bad)} hold NaN or Inf: it cannot be exported (retrain it, or resume "
+                         "from a checkpoint before the loss diverged)")
+    durable.write_bytes(path, save({k: tensors[k].detach().cpu().contiguous() for k in sorted(tensors)}))
 
 
 def read_tensors(path: Path) -> dict[str, Tensor]:
