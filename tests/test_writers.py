@@ -152,3 +152,21 @@ def test_export_refuses_nan_weights_and_writes_ordinary_file_modes(tmp_path):
     with pytest.raises(ValueError, match="NaN or Inf"):
         export_sae(res.sae, tmp_path / "bad", ExportConfig(format="saelens"))
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+
+
+def test_a_full_disk_leaves_no_partial_file_and_names_the_path(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "codes.npy"
+    with pytest.raises(OSError) as e:
+        durable.save_npy(target, np.ones(3))
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary
+    assert main(["solve", "--demo", "--out", str(target)]) == 2
+    assert f"No space left on device: {str(target)!r}" in capsys.readouterr().err
+    assert not any(p.name.startswith(durable.TMP_PREFIX) for p in tmp_path.iterdir())
