@@ -362,6 +362,9 @@ def open_source(data: Any, *, key: str | None = None, verify: str = "lazy",
     elif isinstance(data, (str, os.PathLike)):
         path = Path(data)
         if not path.exists():
+            if path.is_symlink():
+                raise FileNotFoundError(f"activation path {str(path)!r} is a symlink to nothing (a dangling link or a "
+                                        "loop)")
             raise FileNotFoundError(f"activation path {str(path)!r} does not exist")
         if key is not None and (path.is_dir() or path.suffix != ".safetensors"):
             raise ValueError(f"key == {key!r} (--data-key) names a tensor of a .safetensors file; "

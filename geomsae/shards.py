@@ -123,6 +123,9 @@ class FileShard(Shard):
     def _header(self) -> tuple[tuple[int, ...], str]:
         if self.path.suffix == ".npy":
             a = np.load(self.path, mmap_mode="r")
+            if a.dtype.byteorder == ">":
+                raise KeyError(f"holds big-endian {a.dtype.name} ({a.dtype.str}): save it in the native byte order, "
+                               "e.g. np.save(path, a.astype(a.dtype.newbyteorder('=')))")
             return a.shape, str(a.dtype)
         from safetensors import safe_open
 

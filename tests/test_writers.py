@@ -170,3 +170,15 @@ def test_a_full_disk_leaves_no_partial_file_and_names_the_path(tmp_path, monkeyp
     assert main(["solve", "--demo", "--out", str(target)]) == 2
     assert f"No space left on device: {str(target)!r}" in capsys.readouterr().err
     assert not any(p.name.startswith(durable.TMP_PREFIX) for p in tmp_path.iterdir())
+
+
+def test_data_errors_say_what_is_wrong(tmp_path):
+    from geomsae.data import open_source
+
+    loop = tmp_path / "loop.npy"
+    loop.symlink_to(loop)
+    with pytest.raises(FileNotFoundError, match="symlink to nothing"):
+        open_source(str(loop))
+    np.save(tmp_path / "be.npy", X.astype(">f4"))
+    with pytest.raises(ValueError, match="big-endian float32"):
+        open_source(str(tmp_path / "be.npy"))
