@@ -215,9 +215,15 @@ def harvest(cfg: HarvestConfig, out: str | Path, *, model: Any = None, tokenizer
     :param model, tokenizer: an already loaded model and tokenizer (else ``cfg.model`` is loaded
         with :func:`geomsae.lm.load_model`).
     :param resume: continue a harvest cut short in ``out``; False refuses a non-empty folder.
-    :returns: the folder, complete (it has a ``manifest.json``).
+    :returns: the folder, complete (it has a ``manifest.json``). One harvest writes a folder at a time
+        (:func:`geomsae.durable.folder_lock`).
     """
     out = check_out_folder(out, "out")
+    with durable.folder_lock(out, "geomsae harvest"):
+        return _harvest(cfg, out, model=model, tokenizer=tokenizer, resume=resume)
+
+
+def _harvest(cfg: HarvestConfig, out: Path, *, model: Any, tokenizer: Any, resume: bool) -> Path:
     if (out / MANIFEST).is_file():
         meta = json.loads((out / MANIFEST).read_text()).get("metadata", {})
         done = meta.get("config", {})
@@ -227,7 +233,7 @@ def harvest(cfg: HarvestConfig, out: str | Path, *, model: Any = None, tokenizer
         raise ValueError(f"{str(out)!r} already holds a finished cache with another configuration or size; "
                          "use another --out")
     prog = _Progress(out, cfg)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(f.name != durable.LOCK_FILE for f in out.iterdir()):
         if not (resume and prog.path.is_file()):
             raise ValueError(f"{str(out)!r} is not empty and holds no harvest to resume: use an empty folder")
         prog.load(out)

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,10 @@ def folder_lock(folder: str | os.PathLike, what: str = "this run") -> Iterator[P
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             raise ValueError(f"{str(folder)!r} is in use by another writer (pid {holder}, {what}): wait until it ends, "
                              "or choose another folder") from None
+        before = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if before:  # a lock file left by a writer that died: its flock went with it
+            print(f"geomsae: {str(folder)!r} was locked by pid {before}, no longer running: taking it over",
+                  file=sys.stderr)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:

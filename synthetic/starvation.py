@@ -39,6 +39,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+from geomsae import durable
 from geomsae.config_cli import OneLineErrors
 from geomsae.config_cli import parse_config as parse_dataclass
 from geomsae.study import (
@@ -64,7 +65,11 @@ def run(cfg: StarvationConfig) -> Path:
     """Sweep every cell in rounds, write the CSVs, then the report and figures; returns the folder."""
     check_memory(cfg)
     out = cfg.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    with durable.folder_lock(out, "synthetic.starvation"):  # one runner per folder
+        return _run(cfg, out)
+
+
+def _run(cfg: StarvationConfig, out: Path) -> Path:
     cfg_json = json.dumps(dataclasses.asdict(cfg), indent=2) + "\n"
     known = resume_rows(out, cfg_json)
     (out / "config.json").write_text(cfg_json)

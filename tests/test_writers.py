@@ -182,3 +182,26 @@ def test_data_errors_say_what_is_wrong(tmp_path):
     np.save(tmp_path / "be.npy", X.astype(">f4"))
     with pytest.raises(ValueError, match="big-endian float32"):
         open_source(str(tmp_path / "be.npy"))
+
+
+def test_a_stale_lock_file_is_taken_over_and_said_so(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / durable.LOCK_FILE).write_text("999999\n")  # left by a writer that was killed
+    assert train(SPEC, X, cfg(out)).step == 10
+    assert "locked by pid 999999, no longer running: taking it over" in capsys.readouterr().err
+    assert not (out / durable.LOCK_FILE).exists()
+
+
+def test_the_experiment_runner_and_harvest_take_the_lock_too(tmp_path):
+    import dataclasses
+
+    from geomsae.activations import HarvestConfig, harvest
+    from synthetic import starvation
+    from synthetic.config import PRESETS
+
+    small = dataclasses.replace(PRESETS["tiny"], out=str(tmp_path / "study"))
+    with durable.folder_lock(tmp_path / "study"), pytest.raises(ValueError, match="in use by another writer"):
+        starvation.run(small)
+    with durable.folder_lock(tmp_path / "acts"), pytest.raises(ValueError, match="in use by another writer"):
+        harvest(HarvestConfig(), tmp_path / "acts")
