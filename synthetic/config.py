@@ -104,7 +104,7 @@ PRESETS: dict[str, StarvationConfig] = {
     "quick": StarvationConfig(preset="quick"),
     # The committed verdicts (issue 12): the length design (quick sizes, ρ 0 / 0.5 / 0.9) with topk_tied, 5 seeds,
     # each arm at the length from which the length ablation (figures/length.md) found it stable under doubling:
-    # the TopK arms 4000 (topk_tied, not in the ablation, as topk), jumprelu 4000 (stable from 2000), relu_l1 8000,
+    # the TopK arms 4000 (topk_tied measured since: stable 4000 → 8000 in all 6 cells), jumprelu 4000, relu_l1 8000,
     # aen 16,000; en, which its cliffs keep from being measured, as aen. One length for all (16,000) would be
     # 7 arms × 15 cells × ~7 SAEs ≈ 735 SAEs × ~12 s ≈ 2.5 h on 2 cores; these lengths cut the TopK, jumprelu
     # and relu_l1 arms 2–4×. Measured: 630 SAEs in 2,405 s on 2 cores, 2 workers; a worker holds the training
