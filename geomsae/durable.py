@@ -97,11 +97,17 @@ def check_file_out(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
-def check_new_file(path: str | os.PathLike, what: str) -> Path:
-    """:func:`check_file_out`, and ValueError when ``path`` exists: outputs never replace a file (it may be the input)."""
+def check_new_file(path: str | os.PathLike, what: str, *, overwrite: bool = False,
+                   inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """:func:`check_file_out`; then ValueError when ``path`` is one of the command's ``inputs`` (always), or exists
+    and ``overwrite`` is False: an output never replaces what the user did not ask to replace."""
     path = check_file_out(path, what)
-    if path.exists():
-        raise ValueError(f"{what} {str(path)!r} already exists: choose another name, or remove it first")
+    target = path.resolve()
+    for src in inputs:
+        if src is not None and Path(src).exists() and Path(src).resolve() == target:
+            raise ValueError(f"{what} {str(path)!r} is the file this command reads ({str(src)!r}): choose another name")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{what} {str(path)!r} already exists: choose another name, or pass --overwrite to replace it")
     return path
 
 

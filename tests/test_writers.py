@@ -83,9 +83,23 @@ def test_outputs_never_replace_an_existing_file(tmp_path, capsys):
     run = tmp_path / "run"
     train(SPEC, X, cfg(run))
     assert main(["eval", str(run), "--data", str(data), "--no-progress", "--save-freqs", str(data)]) == 2
-    assert "already exists" in capsys.readouterr().err and data.read_bytes() == before
+    assert "is the file this command reads" in capsys.readouterr().err and data.read_bytes() == before
     assert main(["eval", str(run), "--data", str(data), "--no-progress", "--save-freqs", str(tmp_path / "f.npy")]) == 0
     assert np.load(tmp_path / "f.npy").shape == (16,)
+    # --overwrite replaces an earlier output, never the input the command reads
+    assert main(["eval", str(run), "--data", str(data), "--no-progress", "--save-freqs", str(tmp_path / "f.npy")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["eval", str(run), "--data", str(data), "--no-progress", "--overwrite",
+                 "--save-freqs", str(tmp_path / "f.npy")]) == 0
+    assert main(["eval", str(run), "--data", str(data), "--no-progress", "--overwrite", "--save-freqs", str(data)]) == 2
+    assert "is the file this command reads" in capsys.readouterr().err and data.read_bytes() == before
+    np.save(tmp_path / "D.npy", np.random.default_rng(1).normal(size=(8, 12)))
+    solve_args = ["solve", "--data", str(data), "--dict", str(tmp_path / "D.npy"), "--no-adaptive"]
+    assert main([*solve_args, "--out", str(tmp_path / "codes")]) == 0
+    assert main([*solve_args, "--out", str(tmp_path / "codes")]) == 2
+    assert main([*solve_args, "--out", str(tmp_path / "codes"), "--overwrite"]) == 0
+    assert main([*solve_args, "--out", str(data), "--overwrite"]) == 2
+    assert "is the file this command reads" in capsys.readouterr().err and data.read_bytes() == before
 
 
 def test_ctrl_c_in_any_command_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):

@@ -39,6 +39,8 @@ def add_parser(subparsers: Any, name: str, summary: str) -> argparse.ArgumentPar
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="do not show the progress bar (on stderr)")
     p.add_argument("--save-freqs", default=None, metavar="F.npy", help="write the (d_sae,) firing frequencies here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --save-freqs file (never the --data file)")
     p.set_defaults(run=run)
     return p
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         tune_malloc()
     if args.save_freqs:
-        check_new_file(args.save_freqs, "--save-freqs")
+        check_new_file(args.save_freqs, "--save-freqs", overwrite=args.overwrite, inputs=(args.data,))
     sae = load_sae(args.sae, device=device)
     src = open_source(args.data, key=args.data_key)
     true_dict = None if args.true_dict is None else read_array(args.true_dict, "--true-dict")

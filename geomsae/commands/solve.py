@@ -36,6 +36,8 @@ class SolveConfig:
     """A .npy dictionary (n, m), atoms as columns (not with --demo)."""
     out: str | None = None
     """Where to write the elastic-net codes (.npy added if missing; a .json of certificates beside it)."""
+    overwrite: bool = False
+    """Replace --out files that exist (never the --data or --dict file this command reads)."""
     lam1: float = 0.05
     """λ1 in canonical units: ½‖x − b − Dz‖² + λ1 Σ w|z| + (λ2/2)‖z‖²."""
     lam2: float = 0.01
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     from geomsae.solvers import aen_solve, solve
 
     cfg: SolveConfig = args.cfg
-    out = out_path(cfg.out) if cfg.out else None
+    out = out_path(cfg.out, overwrite=cfg.overwrite, inputs=(cfg.data, cfg.dict)) if cfg.out else None
     if cfg.demo:
         X, D, Z_true = _planted(cfg)
     else:
@@ -158,13 +160,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def out_path(out: str) -> Path:
-    """The --out file: '.npy' added when missing (as np.save would), refused when it is a folder."""
+def out_path(out: str, *, overwrite: bool = False, inputs: tuple[str | None, ...] = ()) -> Path:
+    """The --out file: '.npy' added when missing (as np.save would), refused when it is a folder, one of the
+    ``inputs``, or (without ``overwrite``) an existing file; likewise its .json and .adaptive.npy."""
     path = Path(out)
     if path.suffix != ".npy":
         path = path.with_name(path.name + ".npy")
     for p in (path, path.with_suffix(".json"), path.with_name(path.stem + ".adaptive.npy")):
-        check_new_file(p, "--out")  # never replaces a file: it may be the --data it reads
+        check_new_file(p, "--out", overwrite=overwrite, inputs=inputs)
     return path
 
 
