@@ -319,6 +319,9 @@ def _open_folder(folder: Path, verify: str, **kw: Any) -> ChunkedSource:
         for i, s in enumerate(m["shards"])
     ]
     total = sum(s.n_rows for s in shards)
+    if "n_tokens" in m and (isinstance(m["n_tokens"], bool) or not isinstance(m["n_tokens"], int)):
+        raise ValueError(f"{str(mpath)!r}: n_tokens == {m['n_tokens']!r} ({type(m['n_tokens']).__name__}), must be an "
+                         f"integer (the shards hold {total})")
     if "n_tokens" in m and m["n_tokens"] != total:
         raise ValueError(f"{str(mpath)!r}: n_tokens == {m['n_tokens']}, but the shards hold {total}")
     src = ChunkedSource(shards, name=str(folder), **kw)

@@ -178,6 +178,12 @@ def test_manifest_mismatches(tmp_path, x):
     with pytest.raises(ValueError, match="holds 500 tokens, the manifest says 499"):
         open_source(folder)
     m["shards"][0]["n_tokens"] = 500
+    total = m["n_tokens"]
+    m["n_tokens"] = str(total)  # a string that prints like the right number: named as a string
+    mpath.write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=rf"n_tokens == '{total}' \(str\), must be an integer"):
+        open_source(folder)
+    m["n_tokens"] = total
     m["d_in"] = 16
     mpath.write_text(json.dumps(m))
     with pytest.raises(ValueError, match="has d_in == 8, expected d_in == 16"):
